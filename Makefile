@@ -1,0 +1,37 @@
+# voxbridge: the two commands a newcomer needs are `make run` and `make test`.
+GO      ?= go
+BIN     ?= bin/voxbridge
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+
+.PHONY: build run test interop bench lint fuzz clean
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/voxbridge
+
+# Zero configuration: SIP on UDP+TCP 0.0.0.0:5060, HTTP on 127.0.0.1:8080,
+# RTP 10000-20000, database ./voxbridge.db.
+run:
+	$(GO) run -ldflags "$(LDFLAGS)" ./cmd/voxbridge serve $(ARGS)
+
+test:
+	$(GO) test -race -count=1 ./...
+
+# Real SIP peers we did not write (SIPp) against a freshly started server.
+interop: build
+	BIN=$(BIN) ./testdata/interop/run.sh
+
+bench:
+	$(GO) test -run=NONE -bench=. -benchmem ./...
+
+lint:
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+FUZZTIME ?= 20s
+fuzz:
+	$(GO) test -run=NONE -fuzz=FuzzParseNegotiate -fuzztime=$(FUZZTIME) ./sip/sdp/
+
+clean:
+	rm -rf bin

@@ -1,0 +1,135 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+
+	"gopkg.in/yaml.v3"
+)
+
+// serveConfig is everything `serve` can be told. Precedence: flags, then
+// environment, then the YAML file, then the defaults below.
+type serveConfig struct {
+	SIPAddr  string `yaml:"sip_addr"`
+	HTTPAddr string `yaml:"http_addr"`
+	RTPPorts string `yaml:"rtp_ports"`
+	DB       string `yaml:"db"`
+	PublicIP string `yaml:"public_ip"`
+	LogLevel string `yaml:"log_level"`
+}
+
+func defaultServeConfig() serveConfig {
+	return serveConfig{
+		SIPAddr:  "0.0.0.0:5060",
+		HTTPAddr: "127.0.0.1:8080",
+		RTPPorts: "10000-20000",
+		DB:       "./voxbridge.db",
+		LogLevel: "info",
+	}
+}
+
+// setting ties one field to its flag and environment variable.
+type setting struct {
+	flag, env, usage string
+	field            func(*serveConfig) *string
+}
+
+var settings = []setting{
+	{"sip-addr", "VOXBRIDGE_SIP_ADDR", "SIP listen address, UDP and TCP", func(c *serveConfig) *string { return &c.SIPAddr }},
+	{"http-addr", "VOXBRIDGE_HTTP_ADDR", "HTTP API listen address", func(c *serveConfig) *string { return &c.HTTPAddr }},
+	{"rtp-ports", "VOXBRIDGE_RTP_PORTS", "RTP port range", func(c *serveConfig) *string { return &c.RTPPorts }},
+	{"db", "VOXBRIDGE_DB", "SQLite database file", func(c *serveConfig) *string { return &c.DB }},
+	{"public-ip", "VOXBRIDGE_PUBLIC_IP", "address advertised in SIP and SDP (default: detected)", func(c *serveConfig) *string { return &c.PublicIP }},
+	{"log-level", "VOXBRIDGE_LOG_LEVEL", "debug, info, warn or error", func(c *serveConfig) *string { return &c.LogLevel }},
+}
+
+// loadServeConfig resolves the configuration from args, the environment
+// (getenv) and the optional YAML file.
+func loadServeConfig(args []string, getenv func(string) string) (serveConfig, error) {
+	cfg := defaultServeConfig()
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	flagVals := make(map[string]*string, len(settings))
+	for _, s := range settings {
+		flagVals[s.flag] = fs.String(s.flag, *s.field(&cfg), s.usage+" (env "+s.env+")")
+	}
+	configPath := fs.String("config", getenv("VOXBRIDGE_CONFIG"), "YAML configuration file (env VOXBRIDGE_CONFIG)")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
+	}
+	if *configPath != "" {
+		b, err := os.ReadFile(*configPath)
+		if err != nil {
+			return cfg, fmt.Errorf("config: %w", err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(b))
+		dec.KnownFields(true)
+		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+			return cfg, fmt.Errorf("config %s: %w", *configPath, err)
+		}
+	}
+	for _, s := range settings {
+		if v := getenv(s.env); v != "" {
+			*s.field(&cfg) = v
+		}
+	}
+	fs.Visit(func(f *flag.Flag) {
+		if v, ok := flagVals[f.Name]; ok {
+			for _, s := range settings {
+				if s.flag == f.Name {
+					*s.field(&cfg) = *v
+				}
+			}
+		}
+	})
+	return cfg, cfg.validate()
+}
+
+func (c serveConfig) validate() error {
+	for name, addr := range map[string]string{"sip-addr": c.SIPAddr, "http-addr": c.HTTPAddr} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	if c.PublicIP != "" && net.ParseIP(c.PublicIP) == nil {
+		return fmt.Errorf("public-ip: %q is not an IP address", c.PublicIP)
+	}
+	if c.DB == "" {
+		return errors.New("db: empty path")
+	}
+	return nil
+}
+
+// advertiseIP picks the address peers should reach us at: the configured
+// public IP, else the SIP bind address when it is specific, else the first
+// non-loopback interface address, else loopback.
+func advertiseIP(c serveConfig) net.IP {
+	if c.PublicIP != "" {
+		return net.ParseIP(c.PublicIP)
+	}
+	host, _, _ := net.SplitHostPort(c.SIPAddr)
+	if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
+		return ip
+	}
+	return detectIP()
+}
+
+// detectIP returns the first non-loopback IPv4 interface address, or
+// loopback when there is none.
+func detectIP() net.IP {
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && n.IP.To4() != nil && !n.IP.IsLinkLocalUnicast() {
+				return n.IP
+			}
+		}
+	}
+	return net.IPv4(127, 0, 0, 1)
+}

@@ -1,0 +1,301 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/voxbridge/voxbridge/flow"
+	"github.com/voxbridge/voxbridge/media"
+	"github.com/voxbridge/voxbridge/sip/sdp"
+	"github.com/voxbridge/voxbridge/sip/siptest"
+	"github.com/voxbridge/voxbridge/store"
+)
+
+func testLogger(t *testing.T) *slog.Logger {
+	if os.Getenv("VOXBRIDGE_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// testServer starts a whole voxbridge on loopback with ephemeral ports and a
+// temporary database.
+func testServer(t *testing.T, f *flow.Flow) (*instance, serveConfig) {
+	t.Helper()
+	cfg := defaultServeConfig()
+	cfg.SIPAddr = "127.0.0.1:0"
+	cfg.HTTPAddr = "127.0.0.1:0"
+	cfg.DB = filepath.Join(t.TempDir(), "voxbridge.db")
+	inst, err := startInstance(cfg, testLogger(t), instanceOptions{flow: f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(inst.Stop)
+	return inst, cfg
+}
+
+func testPhone(t *testing.T) *siptest.Phone {
+	t.Helper()
+	p, err := siptest.NewPhone("127.0.0.1", testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
+
+func target(inst *instance, user string) string {
+	return fmt.Sprintf("sip:%s@127.0.0.1:%d", user, inst.SIPUDP.Port)
+}
+
+// waitFor polls cond until it holds or the (generous) deadline passes.
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func getJSON(t *testing.T, url string, v any) int {
+	t.Helper()
+	res, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if err := json.NewDecoder(res.Body).Decode(v); err != nil {
+		t.Fatalf("GET %s: decode: %v", url, err)
+	}
+	return res.StatusCode
+}
+
+// callRecord finds the call with the given SIP Call-ID through the API and
+// waits until it is final.
+func callRecord(t *testing.T, inst *instance, sipCallID string) store.Call {
+	t.Helper()
+	base := "http://" + inst.HTTP.String()
+	var rec store.Call
+	waitFor(t, "the call record to be final", 10*time.Second, func() bool {
+		var list struct {
+			Result []store.Call `json:"result"`
+		}
+		if code := getJSON(t, base+"/v1/calls", &list); code != 200 {
+			t.Fatalf("GET /v1/calls: %d", code)
+		}
+		for _, c := range list.Result {
+			if c.SIPCallID == sipCallID {
+				if code := getJSON(t, base+"/v1/calls/"+c.ID, &rec); code != 200 {
+					t.Fatalf("GET /v1/calls/%s: %d", c.ID, code)
+				}
+				return rec.Status == store.StatusHangup
+			}
+		}
+		return false
+	})
+	return rec
+}
+
+// strongest returns the window of n samples in pcm with the most energy at
+// freq, and that level.
+func strongest(pcm []int16, n int, freq float64) ([]int16, float64) {
+	var best []int16
+	bestLevel := -1.0
+	for i := 0; i+n <= len(pcm); i += media.FrameSamples {
+		if l := media.ToneLevel(pcm[i:i+n], freq); l > bestLevel {
+			best, bestLevel = pcm[i:i+n], l
+		}
+	}
+	return best, bestLevel
+}
+
+// The whole path: INVITE → greeting → echo of a 1 kHz tone → DTMF ends the
+// echo → goodbye → BYE from the server → a final call record over HTTP.
+func TestEchoCallEndToEnd(t *testing.T) {
+	inst, _ := testServer(t, nil)
+	phone := testPhone(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	call, err := phone.Dial(ctx, target(inst, "echo"), siptest.DialOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer call.Close()
+
+	greeting, err := flow.Prompt("greeting")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Hear the whole greeting (plus slack for the silence before it).
+	waitFor(t, "the greeting", 30*time.Second, func() bool { return call.HeardLen() >= len(greeting)+media.SampleRate/2 })
+	heard := call.Heard()
+	if rms := media.RMS(heard); rms < 300 {
+		t.Fatalf("greeting is silent: RMS %.0f", rms)
+	}
+
+	// Echo: a 1 kHz tone must come back as 1 kHz.
+	mark := call.HeardLen()
+	<-call.Play(media.Tone(1000, 1500*time.Millisecond, 0.5))
+	waitFor(t, "the echo", 10*time.Second, func() bool { return call.HeardLen() >= mark+media.SampleRate })
+	echoed := call.Heard()[mark:]
+	win, level := strongest(echoed, media.SampleRate/2, 1000)
+	if level < 0.2 {
+		t.Fatalf("no 1 kHz echo: best level %.3f (RMS of echo %.0f)", level, media.RMS(echoed))
+	}
+	if f := media.DominantFrequency(win, 300, 3400, 10); f < 980 || f > 1020 {
+		t.Fatalf("echo dominant frequency %.0f Hz, want 1000", f)
+	}
+
+	// A digit ends the echo; the server says goodbye and hangs up.
+	if _, err := call.SendDTMF('5', 160*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-call.Done():
+	case <-time.After(15 * time.Second):
+		t.Fatal("no BYE from the server after the digit")
+	}
+	if !call.RemoteHungUp() {
+		t.Fatal("call ended but not by the server's BYE")
+	}
+
+	rec := callRecord(t, inst, call.CallID())
+	sum := call.Summary()
+	if rec.Direction != store.DirectionIncoming || rec.HangupBy != store.HangupByLocal || rec.HangupReason != store.ReasonNormal {
+		t.Errorf("record: direction %q hangup_by %q reason %q; want incoming/local/normal", rec.Direction, rec.HangupBy, rec.HangupReason)
+	}
+	if rec.Codec != "PCMU" || rec.DTMF != "5" {
+		t.Errorf("record: codec %q dtmf %q; want PCMU and 5", rec.Codec, rec.DTMF)
+	}
+	if rec.TMRinging == nil || rec.TMProgressing == nil || rec.TMHangup == nil {
+		t.Errorf("record lacks timestamps: %+v", rec)
+	}
+	// The server received what the phone sent and vice versa (loopback: no loss).
+	if rec.RTPPacketsIn < 100 || rec.RTPPacketsOut < 100 || rec.RTPPacketsLost != 0 {
+		t.Errorf("record packets in %d out %d lost %d", rec.RTPPacketsIn, rec.RTPPacketsOut, rec.RTPPacketsLost)
+	}
+	if diff := int64(sum.PacketsIn) - int64(rec.RTPPacketsOut); diff < -5 || diff > 5 {
+		t.Errorf("phone heard %d packets, server says it sent %d", sum.PacketsIn, rec.RTPPacketsOut)
+	}
+}
+
+func TestCancelWhileRinging(t *testing.T) {
+	ringLong := &flow.Flow{ID: "ring", Actions: []flow.Action{
+		{Type: "sleep", Option: json.RawMessage(`{"duration_ms":30000}`)},
+		{Type: "answer"},
+	}}
+	inst, _ := testServer(t, ringLong)
+	phone := testPhone(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var callID string
+	_, err := phone.Dial(ctx, target(inst, "echo"), siptest.DialOptions{OnProvisional: func(code int) {
+		if code == 180 {
+			cancel()
+		}
+	}})
+	if err == nil {
+		t.Fatal("dial succeeded; want it cancelled")
+	}
+	// Find the record: it is the only call.
+	var list struct {
+		Result []store.Call `json:"result"`
+	}
+	waitFor(t, "the cancelled call's record", 10*time.Second, func() bool {
+		getJSON(t, "http://"+inst.HTTP.String()+"/v1/calls", &list)
+		return len(list.Result) == 1 && list.Result[0].Status == store.StatusHangup
+	})
+	rec := list.Result[0]
+	callID = rec.SIPCallID
+	if rec.HangupBy != store.HangupByRemote || rec.HangupReason != store.ReasonCancel || rec.SIPCode != 487 {
+		t.Fatalf("cancelled call %s: hangup_by %q reason %q sip_code %d; want remote/cancel/487", callID, rec.HangupBy, rec.HangupReason, rec.SIPCode)
+	}
+	if rec.TMProgressing != nil {
+		t.Fatal("a cancelled call has an answer time")
+	}
+}
+
+func TestNoCommonCodecIsRecorded(t *testing.T) {
+	inst, _ := testServer(t, nil)
+	phone := testPhone(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err := phone.Dial(ctx, target(inst, "echo"), siptest.DialOptions{Codecs: []sdp.Codec{{Name: "G722", PayloadType: 9, ClockRate: 8000}}})
+	var de *siptest.DialError
+	if !errors.As(err, &de) || de.Code != 488 {
+		t.Fatalf("dial with only G722: %v; want 488", err)
+	}
+	var list struct {
+		Result []store.Call `json:"result"`
+	}
+	waitFor(t, "the refused call's record", 10*time.Second, func() bool {
+		getJSON(t, "http://"+inst.HTTP.String()+"/v1/calls", &list)
+		return len(list.Result) == 1 && list.Result[0].Status == store.StatusHangup
+	})
+	if rec := list.Result[0]; rec.HangupReason != store.ReasonCodec || rec.SIPCode != 488 || rec.HangupBy != store.HangupByLocal {
+		t.Fatalf("record: hangup_by %q reason %q sip_code %d; want local/codec/488", rec.HangupBy, rec.HangupReason, rec.SIPCode)
+	}
+}
+
+func TestCallerHangsUp(t *testing.T) {
+	inst, _ := testServer(t, nil)
+	phone := testPhone(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	call, err := phone.Dial(ctx, target(inst, "echo"), siptest.DialOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "some greeting", 10*time.Second, func() bool { return call.HeardLen() > media.SampleRate/2 })
+	if err := call.Hangup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rec := callRecord(t, inst, call.CallID())
+	if rec.HangupBy != store.HangupByRemote || rec.HangupReason != store.ReasonNormal {
+		t.Fatalf("record: hangup_by %q reason %q; want remote/normal", rec.HangupBy, rec.HangupReason)
+	}
+}
+
+// Stopping the server hangs up live calls with BYE and records why.
+func TestShutdownHangsUpLiveCalls(t *testing.T) {
+	inst, cfg := testServer(t, nil)
+	phone := testPhone(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	call, err := phone.Dial(ctx, target(inst, "echo"), siptest.DialOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer call.Close()
+	waitFor(t, "some greeting", 10*time.Second, func() bool { return call.HeardLen() > media.SampleRate/2 })
+	inst.Stop()
+	select {
+	case <-call.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("no BYE on shutdown")
+	}
+	db, err := store.Open(cfg.DB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	calls, _, err := db.ListCalls(ctx, store.ListOptions{})
+	if err != nil || len(calls) != 1 {
+		t.Fatalf("calls after shutdown: %v, %v", calls, err)
+	}
+	if c := calls[0]; c.Status != store.StatusHangup || c.HangupBy != store.HangupByLocal || c.HangupReason != store.ReasonServerShutdown {
+		t.Fatalf("record after shutdown: status %q hangup_by %q reason %q", c.Status, c.HangupBy, c.HangupReason)
+	}
+}

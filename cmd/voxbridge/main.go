@@ -1,0 +1,47 @@
+// Command voxbridge is a self-hosted voice server: it answers and places
+// SIP calls, carries their G.711 audio, runs flows and AI agents on them
+// and keeps every call in SQLite.
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+const usage = `voxbridge: a self-hosted SIP voice server
+
+Usage:
+  voxbridge serve [flags]          run the server (SIP, RTP, HTTP API)
+  voxbridge dial [flags] <sip-uri> call a SIP URI as a test phone
+  voxbridge version                print the version
+
+Run "voxbridge <command> -h" for a command's flags.
+`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	var err error
+	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
+	case "serve":
+		err = runServe(args)
+	case "dial":
+		err = runDial(args, os.Stdout)
+	case "version":
+		fmt.Println("voxbridge", version)
+	case "help", "-h", "--help":
+		fmt.Print(usage)
+	default:
+		fmt.Fprintf(os.Stderr, "voxbridge: unknown command %q\n\n%s", cmd, usage)
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "voxbridge:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,192 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/voxbridge/voxbridge/api"
+	"github.com/voxbridge/voxbridge/flow"
+	"github.com/voxbridge/voxbridge/media"
+	"github.com/voxbridge/voxbridge/sip"
+	"github.com/voxbridge/voxbridge/store"
+)
+
+// shutdownGrace bounds how long a stopping server waits for calls to hang up.
+const shutdownGrace = 10 * time.Second
+
+// instance is a running server: what it listens on and how to stop it.
+type instance struct {
+	SIPUDP    *net.UDPAddr
+	SIPTCP    *net.TCPAddr
+	HTTP      net.Addr
+	Advertise net.IP
+
+	log      *slog.Logger
+	db       *store.DB
+	sip      *sip.Server
+	calls    *flow.Controller
+	http     *http.Server
+	cancel   context.CancelFunc
+	done     chan struct{}
+	stopOnce sync.Once
+}
+
+// options that are not configuration: tests swap the flow.
+type instanceOptions struct {
+	flow *flow.Flow
+}
+
+func startInstance(cfg serveConfig, log *slog.Logger, opt instanceOptions) (*instance, error) {
+	ports, err := media.ParsePortRange(cfg.RTPPorts)
+	if err != nil {
+		return nil, fmt.Errorf("rtp-ports: %w", err)
+	}
+	adv := advertiseIP(cfg)
+	mediaIP, ok := netip.AddrFromSlice(adv)
+	if !ok {
+		return nil, fmt.Errorf("advertise address %v", adv)
+	}
+	sipHost, _, _ := net.SplitHostPort(cfg.SIPAddr)
+	bindIP := net.ParseIP(sipHost)
+
+	db, err := store.Open(cfg.DB)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if n, err := db.CloseUnfinishedCalls(ctx, store.ReasonServerRestart); err != nil {
+		log.Warn("closing calls left by a previous run", "err", err)
+	} else if n > 0 {
+		log.Warn("closed calls left unfinished by a previous run", "calls", n)
+	}
+	inst := &instance{log: log, db: db, cancel: cancel, done: make(chan struct{}), Advertise: adv}
+	fail := func(err error) (*instance, error) {
+		cancel()
+		db.Close()
+		return nil, err
+	}
+
+	udp, err := net.ListenPacket("udp", cfg.SIPAddr)
+	if err != nil {
+		return fail(fmt.Errorf("sip udp listen %s: %w", cfg.SIPAddr, err))
+	}
+	inst.SIPUDP = udp.LocalAddr().(*net.UDPAddr)
+	// TCP on the same port as UDP, so one address serves both.
+	tcp, err := net.Listen("tcp", net.JoinHostPort(sipHost, fmt.Sprint(inst.SIPUDP.Port)))
+	if err != nil {
+		udp.Close()
+		return fail(fmt.Errorf("sip tcp listen %s: %w", cfg.SIPAddr, err))
+	}
+	inst.SIPTCP = tcp.Addr().(*net.TCPAddr)
+
+	inst.calls, err = flow.NewController(flow.Config{
+		Store:   db,
+		MediaIP: mediaIP.Unmap(),
+		BindIP:  bindIP,
+		Ports:   ports,
+		Flow:    opt.flow,
+		Logger:  log,
+	})
+	if err != nil {
+		udp.Close()
+		tcp.Close()
+		return fail(err)
+	}
+	inst.sip, err = sip.NewServer(sip.Config{UDP: udp, TCP: tcp, AdvertiseIP: adv, Logger: log}, inst.calls.HandleInbound)
+	if err != nil {
+		udp.Close()
+		tcp.Close()
+		return fail(err)
+	}
+
+	hl, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		inst.sip.Close()
+		return fail(fmt.Errorf("http listen %s: %w", cfg.HTTPAddr, err))
+	}
+	inst.HTTP = hl.Addr()
+	inst.http = &http.Server{Handler: api.New(db, log), ReadHeaderTimeout: 10 * time.Second}
+
+	sipDone := make(chan struct{})
+	go func() { inst.sip.Serve(ctx); close(sipDone) }()
+	httpDone := make(chan struct{})
+	go func() {
+		if err := inst.http.Serve(hl); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http serve", "err", err)
+		}
+		close(httpDone)
+	}()
+	go func() {
+		<-sipDone
+		<-httpDone
+		close(inst.done)
+	}()
+	return inst, nil
+}
+
+// Stop refuses new calls, hangs up live ones with BYE, then closes the
+// listeners and the database.
+func (inst *instance) Stop() { inst.stopOnce.Do(inst.stop) }
+
+func (inst *instance) stop() {
+	inst.sip.Drain()
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	if err := inst.calls.Shutdown(ctx); err != nil {
+		inst.log.Warn("shutdown", "err", err)
+	}
+	_ = inst.http.Shutdown(ctx)
+	inst.cancel()
+	<-inst.done
+	if err := inst.db.Close(); err != nil {
+		inst.log.Warn("close database", "err", err)
+	}
+}
+
+func newLogger(level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log-level: %w", err)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+}
+
+func runServe(args []string) error {
+	cfg, err := loadServeConfig(args, os.Getenv)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(cfg.LogLevel)
+	if err != nil {
+		return err
+	}
+	inst, err := startInstance(cfg, log, instanceOptions{})
+	if err != nil {
+		return err
+	}
+	target := net.JoinHostPort(inst.Advertise.String(), fmt.Sprint(inst.SIPUDP.Port))
+	log.Info("voxbridge listening",
+		"sip_udp", inst.SIPUDP.String(), "sip_tcp", inst.SIPTCP.String(),
+		"http", "http://"+inst.HTTP.String(), "rtp_ports", cfg.RTPPorts,
+		"advertise", inst.Advertise.String(), "db", cfg.DB, "version", version)
+	log.Info("call it: voxbridge dial sip:echo@"+target+" --duration 10s", "calls", "http://"+inst.HTTP.String()+"/v1/calls")
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	s := <-sig
+	log.Info("stopping", "signal", s.String(), "live_calls", inst.calls.LiveCalls())
+	signal.Stop(sig)
+	inst.Stop()
+	log.Info("stopped")
+	return nil
+}

@@ -1,0 +1,323 @@
+package flow
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/voxbridge/voxbridge/media"
+	"github.com/voxbridge/voxbridge/sip"
+	"github.com/voxbridge/voxbridge/store"
+)
+
+// storeTimeout bounds one record write so a stuck disk cannot hold a call.
+const storeTimeout = 5 * time.Second
+
+// errNotAnswered is returned by media actions run before answer.
+var errNotAnswered = errors.New("call not answered")
+
+// Call is one live call: its leg, its media stream and its record.
+type Call struct {
+	ct     *Controller
+	leg    *sip.Leg
+	log    *slog.Logger
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	stream *media.Stream // set by answer; only the runner goroutine writes it
+	digits chan rune     // DTMF from RTP and SIP INFO, in order; type-ahead
+	wg     sync.WaitGroup
+
+	mu          sync.Mutex
+	rec         store.Call
+	localReason store.HangupReason // why we ended the call, when we did
+}
+
+func newInboundCall(ct *Controller, leg *sip.Leg) (*Call, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &Call{
+		ct:     ct,
+		leg:    leg,
+		ctx:    ctx,
+		cancel: cancel,
+		digits: make(chan rune, 64),
+		rec: store.Call{
+			SIPCallID:   leg.CallID,
+			Direction:   store.DirectionIncoming,
+			Source:      leg.From,
+			Destination: leg.To,
+			SourceAddr:  leg.Source,
+			Status:      store.StatusRinging,
+		},
+	}
+	sctx, scancel := context.WithTimeout(ctx, storeTimeout)
+	defer scancel()
+	if err := ct.cfg.Store.CreateCall(sctx, &c.rec); err != nil {
+		cancel()
+		return nil, fmt.Errorf("create call record: %w", err)
+	}
+	c.log = ct.log.With("call_id", c.rec.ID, "sip_call_id", leg.CallID)
+	c.log.Info("call incoming", "from", leg.From, "to", leg.To, "source", leg.Source)
+	return c, nil
+}
+
+// ID is the call's record id.
+func (c *Call) ID() string { return c.rec.ID }
+
+// update changes the record under the lock and writes it.
+func (c *Call) update(f func(r *store.Call)) {
+	c.mu.Lock()
+	f(&c.rec)
+	rec := c.rec
+	c.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	if err := c.ct.cfg.Store.UpdateCall(ctx, &rec); err != nil {
+		c.log.Error("update call record", "err", err)
+	}
+}
+
+func now() *time.Time {
+	t := time.Now().UTC()
+	return &t
+}
+
+// run executes the flow, then ends the call and writes its final record.
+func (c *Call) run(p *program) {
+	defer c.finish()
+	if err := c.leg.NegotiateErr; err != nil {
+		c.log.Info("call refused: no common codec", "err", err)
+		c.setLocalReason(store.ReasonCodec)
+		_ = c.leg.Reject(488, "Not Acceptable Here")
+		return
+	}
+	if err := c.leg.Ringing(); err == nil {
+		c.update(func(r *store.Call) { r.TMRinging = now() })
+	}
+	// The caller hanging up (or cancelling) ends everything the call runs.
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		select {
+		case <-c.leg.Done():
+			c.cancel()
+		case <-c.ctx.Done():
+		}
+	}()
+
+	for i, step := range p.steps {
+		if c.ctx.Err() != nil {
+			return
+		}
+		a := p.flow.Actions[i]
+		if err := step(c.ctx, c); err != nil {
+			if c.ctx.Err() != nil {
+				return
+			}
+			c.log.Error("action failed", "index", i, "action_id", a.ID, "type", a.Type, "err", err)
+			c.setLocalReason(store.ReasonFailed)
+			return
+		}
+	}
+}
+
+func (c *Call) setLocalReason(r store.HangupReason) {
+	c.mu.Lock()
+	if c.localReason == "" {
+		c.localReason = r
+	}
+	c.mu.Unlock()
+}
+
+// stop ends the call from outside the runner (shutdown, API).
+func (c *Call) stop(reason store.HangupReason) {
+	c.setLocalReason(reason)
+	_ = c.hangup(reason)
+}
+
+// hangup ends the call from our side.
+func (c *Call) hangup(reason store.HangupReason) error {
+	c.setLocalReason(reason)
+	select {
+	case <-c.leg.Done():
+	default:
+		c.update(func(r *store.Call) { r.Status = store.StatusTerminating })
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	err := c.leg.Hangup(ctx)
+	c.cancel()
+	return err
+}
+
+// finish makes sure the leg has ended, stops media and writes the final
+// record.
+func (c *Call) finish() {
+	select {
+	case <-c.leg.Done():
+	default:
+		c.setLocalReason(store.ReasonNormal)
+		if err := c.hangup(store.ReasonNormal); err != nil {
+			c.log.Warn("hangup", "err", err)
+		}
+	}
+	c.cancel()
+	if c.stream != nil {
+		c.stream.Close()
+	}
+	c.wg.Wait()
+
+	end := c.leg.EndInfo()
+	c.mu.Lock()
+	local := c.localReason
+	c.mu.Unlock()
+	c.update(func(r *store.Call) {
+		r.Status = store.StatusHangup
+		r.TMHangup = now()
+		r.HangupBy, r.HangupReason, r.SIPCode = hangupOf(end, local)
+		if c.stream != nil {
+			st := c.stream.Stats()
+			r.RTPPacketsIn, r.RTPPacketsOut, r.RTPPacketsLost = st.PacketsIn, st.PacketsOut, st.PacketsLost
+		}
+	})
+	c.log.Info("call ended", "hangup_by", c.rec.HangupBy, "reason", c.rec.HangupReason)
+}
+
+// hangupOf maps how the leg ended, and why we ended it if we did, to the
+// record's typed fields.
+func hangupOf(end sip.EndInfo, local store.HangupReason) (store.HangupBy, store.HangupReason, int) {
+	if end.By == sip.EndLocal {
+		if local == "" {
+			local = store.ReasonNormal
+		}
+		return store.HangupByLocal, local, end.Code
+	}
+	switch end.Cause {
+	case sip.CauseCancel:
+		return store.HangupByRemote, store.ReasonCancel, 487
+	case sip.CauseBye:
+		return store.HangupByRemote, store.ReasonNormal, 0
+	default:
+		return store.HangupByRemote, store.ReasonFailed, end.Code
+	}
+}
+
+// answer opens the media stream on the address the offer named and sends
+// 200 OK with our SDP answer.
+func (c *Call) answer(ctx context.Context) error {
+	if c.stream != nil {
+		return nil
+	}
+	n := c.leg.Negotiated
+	codec, err := media.CodecByName(n.Codec.Name, n.Codec.PayloadType)
+	if err != nil {
+		return fmt.Errorf("answer: %w", err)
+	}
+	conn, err := c.ct.cfg.Ports.Listen(c.ct.cfg.BindIP)
+	if err != nil {
+		return fmt.Errorf("answer: rtp port: %w", err)
+	}
+	stream, err := media.NewStream(media.StreamConfig{
+		Conn:            conn,
+		Remote:          net.UDPAddrFromAddrPort(n.RemoteAddr),
+		Codec:           codec,
+		DTMFPayloadType: n.DTMFPayloadType,
+		Logger:          c.log,
+	})
+	if err != nil {
+		conn.Close()
+		return fmt.Errorf("answer: %w", err)
+	}
+	c.stream = stream
+	stream.Start(c.ctx)
+	c.wg.Add(1)
+	go c.collectDTMF()
+
+	port := conn.LocalAddr().(*net.UDPAddr).Port
+	if err := c.leg.Answer(c.ct.cfg.MediaIP, port); err != nil {
+		return err
+	}
+	c.update(func(r *store.Call) {
+		r.Status = store.StatusProgressing
+		r.TMProgressing = now()
+		r.Codec = codec.Name
+	})
+	c.log.Info("call answered", "codec", codec.Name, "remote_media", n.RemoteAddr.String(), "local_port", port, "dtmf_pt", n.DTMFPayloadType)
+	return nil
+}
+
+// collectDTMF merges RFC 4733 and SIP INFO digits into the call's digit
+// queue and its record.
+func (c *Call) collectDTMF() {
+	defer c.wg.Done()
+	rtp := c.stream.DTMF()
+	info := c.leg.InfoDTMF()
+	for {
+		var d rune
+		select {
+		case ev, ok := <-rtp:
+			if !ok {
+				return
+			}
+			d = ev.Digit
+		case d = <-info:
+		case <-c.ctx.Done():
+			return
+		}
+		c.log.Info("dtmf", "digit", string(d))
+		c.update(func(r *store.Call) { r.DTMF += string(d) })
+		select {
+		case c.digits <- d:
+		default: // nobody is reading digits; the record still has them
+		}
+	}
+}
+
+// play queues audio and waits until it has been sent.
+func (c *Call) play(ctx context.Context, pcm []int16) error {
+	if c.stream == nil {
+		return errNotAnswered
+	}
+	done := c.stream.Enqueue(pcm)
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		c.stream.Flush()
+		return ctx.Err()
+	}
+}
+
+// echo sends the caller's audio back until a key, the timeout or hangup.
+func (c *Call) echo(ctx context.Context, d time.Duration, endOnDTMF bool) error {
+	if c.stream == nil {
+		return errNotAnswered
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	var digits <-chan rune
+	if endOnDTMF {
+		digits = c.digits
+	}
+	frames := c.stream.Frames()
+	defer c.stream.Flush()
+	for {
+		select {
+		case f, ok := <-frames:
+			if !ok {
+				return nil
+			}
+			c.stream.Enqueue(f)
+		case <-digits:
+			return nil
+		case <-t.C:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}

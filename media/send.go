@@ -1,0 +1,219 @@
+package media
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"time"
+)
+
+// maxCatchUp bounds the burst sent after a late wake-up. A short stall is
+// repaired by sending the missed packets; a long one (VM pause, suspend) is
+// skipped over so the peer's jitter buffer is not flooded.
+const maxCatchUp = 10
+
+// chunk is one Enqueue call's audio.
+type chunk struct {
+	pcm  []int16
+	off  int
+	done chan struct{}
+}
+
+// dtmfJob is one queued outbound RFC 4733 event.
+type dtmfJob struct {
+	event   byte
+	packets int // growing-duration packets before the 3 end packets
+	sent    int
+	ts      uint32 // RTP timestamp of the event start, fixed for all its packets
+	done    chan struct{}
+}
+
+const dtmfEndPackets = 3
+
+func closedChan() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}
+
+// Enqueue appends a copy of pcm to the playout queue. Chunks play back to back
+// without gaps. The returned channel is closed when the last sample of this
+// chunk has been sent on the wire, when it was flushed, or when the stream
+// ended. An empty chunk closes once everything queued before it has been sent.
+func (s *Stream) Enqueue(pcm []int16) <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return closedChan()
+	}
+	c := &chunk{pcm: slices.Clone(pcm), done: make(chan struct{})}
+	s.queue = append(s.queue, c)
+	s.queued += len(pcm)
+	return c.done
+}
+
+// Flush drops everything queued (barge-in); the next tick sends silence.
+// Queued DTMF is kept: it is signalling, not speech.
+func (s *Stream) Flush() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range s.queue {
+		close(c.done)
+	}
+	clear(s.queue)
+	s.queue = s.queue[:0]
+	s.queued = 0
+}
+
+// Queued reports how much audio is waiting in the playout queue.
+func (s *Stream) Queued() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return time.Duration(s.queued) * time.Second / SampleRate
+}
+
+// SendDTMF queues an RFC 4733 event for digit (0-9 * # A-D) lasting d
+// (at least 100 ms, at most 8 s, one packet per 20 ms). Audio pauses while it
+// plays and resumes afterwards; digits play one after another. The returned
+// channel is closed when the event has been fully sent (or the stream ended).
+func (s *Stream) SendDTMF(digit rune, d time.Duration) (<-chan struct{}, error) {
+	if s.dtmfPT == 0 {
+		return nil, ErrNoDTMF
+	}
+	ev, ok := digitEvent(digit)
+	if !ok {
+		return nil, fmt.Errorf("media: %q is not a DTMF digit", digit)
+	}
+	// The duration field is 16 bits of samples: 8.19 s. Longer events need
+	// segmenting, which nobody dialling digits needs.
+	if d > 8*time.Second {
+		return nil, fmt.Errorf("media: DTMF duration %v longer than 8s", d)
+	}
+	d = max(d, 100*time.Millisecond)
+	n := int((d + FrameDuration - 1) / FrameDuration)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return nil, ErrClosed
+	}
+	j := &dtmfJob{event: ev, packets: n, done: make(chan struct{})}
+	s.dtmfQ = append(s.dtmfQ, j)
+	return j.done, nil
+}
+
+// clockLoop is the stream's only pacer: packet n leaves at start + n*20ms on
+// an absolute schedule, so scheduling delays never accumulate into drift.
+func (s *Stream) clockLoop(ctx context.Context, readerDone <-chan struct{}) {
+	defer s.shutdown(readerDone)
+	start := time.Now()
+	var sent int64
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	if ctx.Err() != nil {
+		return
+	}
+	for {
+		due := int64(time.Since(start)/FrameDuration) + 1
+		if behind := due - sent; behind > maxCatchUp {
+			skip := behind - maxCatchUp
+			sent += skip
+			// Keep the RTP timestamp on the wall clock so the peer sees a gap, not a squeeze.
+			s.tx.ts += uint32(skip * FrameSamples)
+		}
+		for ; sent < due; sent++ {
+			s.tick()
+		}
+		timer.Reset(time.Until(start.Add(time.Duration(sent) * FrameDuration)))
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		}
+	}
+}
+
+// tick sends exactly one packet: DTMF if an event is playing, else 20 ms of
+// queued audio padded with silence.
+func (s *Stream) tick() {
+	t := &s.tx
+	t.dones = t.dones[:0]
+	var pt uint8
+	var dtmf [4]byte
+	isDTMF, markAfter := false, false
+
+	s.mu.Lock()
+	if len(s.dtmfQ) > 0 {
+		isDTMF = true
+		j := s.dtmfQ[0]
+		if j.sent == 0 {
+			j.ts = t.ts
+			t.marker = true // RFC 4733 §2.5.1.2: marker on an event's first packet
+		}
+		end := j.sent >= j.packets
+		dur := uint16(min(j.sent+1, j.packets) * FrameSamples)
+		dtmf[0] = j.event
+		dtmf[1] = 10 // volume: -10 dBm0
+		if end {
+			dtmf[1] |= 0x80
+		}
+		binary.BigEndian.PutUint16(dtmf[2:], dur)
+		pt = s.dtmfPT
+		t.hdr.Timestamp = j.ts
+		j.sent++
+		if j.sent == j.packets+dtmfEndPackets {
+			t.dones = append(t.dones, j.done)
+			s.dtmfQ[0] = nil
+			s.dtmfQ = s.dtmfQ[1:]
+			markAfter = true // the audio after the event starts a new talkspurt
+		}
+	} else {
+		n := 0
+		for n < FrameSamples && len(s.queue) > 0 {
+			c := s.queue[0]
+			k := copy(t.frame[n:], c.pcm[c.off:])
+			c.off += k
+			n += k
+			s.queued -= k
+			if c.off == len(c.pcm) {
+				t.dones = append(t.dones, c.done)
+				s.queue[0] = nil
+				s.queue = s.queue[1:]
+			}
+		}
+		clear(t.frame[n:])
+		pt = s.codec.PayloadType
+		t.hdr.Timestamp = t.ts
+	}
+	s.mu.Unlock()
+
+	t.hdr.PayloadType = pt
+	t.hdr.SequenceNumber = t.seq
+	t.hdr.Marker = t.marker
+	buf := t.buf[:12]
+	if _, err := t.hdr.MarshalTo(buf); err != nil {
+		panic(err) // fixed 12-byte header into a 12-byte buffer cannot fail
+	}
+	if isDTMF {
+		buf = append(buf, dtmf[:]...)
+	} else {
+		buf = s.codec.Encode(buf, t.frame)
+	}
+	t.buf = buf[:0]
+	t.seq++
+	t.ts += FrameSamples
+	t.marker = markAfter
+
+	if _, err := s.conn.WriteToUDPAddrPort(buf, s.remote); err != nil {
+		if now := time.Now(); now.Sub(t.errLogAt) > 10*time.Second {
+			t.errLogAt = now
+			s.log.Warn("rtp send failed", "remote", s.remote, "err", err)
+		}
+	} else {
+		s.stats.packetsOut.Add(1)
+		s.stats.bytesOut.Add(uint64(len(buf)))
+	}
+	for _, d := range t.dones {
+		close(d)
+	}
+}

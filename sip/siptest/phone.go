@@ -1,0 +1,364 @@
+// Package siptest is an in-process SIP phone: it places calls over real
+// sockets, sends and hears G.711 audio and DTMF. The end-to-end tests and
+// `voxbridge dial` are built on it.
+package siptest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+	"github.com/voxbridge/voxbridge/media"
+	"github.com/voxbridge/voxbridge/sip/sdp"
+)
+
+// Phone is a SIP user agent with one UDP listener.
+type Phone struct {
+	ip      net.IP
+	conn    net.PacketConn
+	ua      *sipgo.UserAgent
+	srv     *sipgo.Server
+	dialogs *sipgo.DialogClientCache
+	log     *slog.Logger
+	wg      sync.WaitGroup
+}
+
+// NewPhone listens for SIP on ip (port 0 picks a free one).
+func NewPhone(ip string, log *slog.Logger) (*Phone, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	addr := net.ParseIP(ip)
+	if addr == nil {
+		return nil, fmt.Errorf("phone: bad IP %q", ip)
+	}
+	conn, err := net.ListenPacket("udp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		return nil, fmt.Errorf("phone: listen: %w", err)
+	}
+	port := conn.LocalAddr().(*net.UDPAddr).Port
+	ua, err := sipgo.NewUA(sipgo.WithUserAgent("voxbridge-phone"), sipgo.WithUserAgentHostname(ip))
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	srv, err := sipgo.NewServer(ua, sipgo.WithServerLogger(log))
+	if err != nil {
+		conn.Close()
+		ua.Close()
+		return nil, err
+	}
+	// Requests leave from the listener, so the server's BYE finds us.
+	client, err := sipgo.NewClient(ua,
+		sipgo.WithClientHostname(ip), sipgo.WithClientPort(port),
+		sipgo.WithClientConnectionAddr(conn.LocalAddr().String()),
+		sipgo.WithClientLogger(log))
+	if err != nil {
+		conn.Close()
+		ua.Close()
+		return nil, err
+	}
+	p := &Phone{
+		ip:   addr,
+		conn: conn,
+		ua:   ua,
+		srv:  srv,
+		log:  log,
+		dialogs: sipgo.NewDialogClientCache(client, sip.ContactHeader{
+			Address: sip.Uri{Scheme: "sip", User: "phone", Host: ip, Port: port},
+		}),
+	}
+	srv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
+		if err := p.dialogs.ReadBye(req, tx); err != nil {
+			_ = tx.Respond(sip.NewResponseFromRequest(req, 481, "Call/Transaction Does Not Exist", nil))
+		}
+	})
+	srv.OnAck(func(req *sip.Request, tx sip.ServerTransaction) {})
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		_ = srv.ServeUDP(conn)
+	}()
+	// Requests are sent through the listener, which sipgo only knows once
+	// ServeUDP has registered it.
+	for i := 0; ; i++ {
+		if c, _ := ua.TransportLayer().GetConnection("udp", conn.LocalAddr().String()); c != nil {
+			break
+		}
+		if i == 500 {
+			p.Close()
+			return nil, errors.New("phone: listener did not start")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return p, nil
+}
+
+// Addr is the phone's SIP address.
+func (p *Phone) Addr() net.Addr { return p.conn.LocalAddr() }
+
+// Close stops the phone.
+func (p *Phone) Close() {
+	p.conn.Close()
+	p.ua.Close()
+	p.wg.Wait()
+}
+
+// DialOptions shape one call.
+type DialOptions struct {
+	Codecs []sdp.Codec // offered, in order; default PCMU, PCMA
+	NoDTMF bool        // leave telephone-event out of the offer
+	// OnProvisional sees every 1xx (e.g. to cancel on 180).
+	OnProvisional func(code int)
+}
+
+// DialError is a final non-2xx answer to our INVITE.
+type DialError struct {
+	Code   int
+	Reason string
+}
+
+func (e *DialError) Error() string { return fmt.Sprintf("call failed: %d %s", e.Code, e.Reason) }
+
+// Call is one established call.
+type Call struct {
+	dlg      *sipgo.DialogClientSession
+	stream   *media.Stream
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	Answered time.Duration // INVITE to 200 OK
+	Ringing  time.Duration // INVITE to first 180/183, 0 if none
+
+	mu         sync.Mutex
+	heard      []int16
+	digitsIn   []rune
+	digitsSent []rune
+	byUs       bool
+}
+
+// Dial calls uri and waits for the answer. Cancelling ctx before the answer
+// sends CANCEL.
+func (p *Phone) Dial(ctx context.Context, uri string, opt DialOptions) (*Call, error) {
+	var recipient sip.Uri
+	if err := sip.ParseUri(uri, &recipient); err != nil {
+		return nil, fmt.Errorf("dial: bad URI %q: %w", uri, err)
+	}
+	codecs := opt.Codecs
+	if len(codecs) == 0 {
+		codecs = []sdp.Codec{sdp.PCMU, sdp.PCMA}
+	}
+	rtpConn, err := net.ListenUDP("udp", &net.UDPAddr{IP: p.ip})
+	if err != nil {
+		return nil, fmt.Errorf("dial: rtp socket: %w", err)
+	}
+	ip, _ := netip.AddrFromSlice(p.ip)
+	local := sdp.Local{
+		Address:   ip.Unmap(),
+		Port:      rtpConn.LocalAddr().(*net.UDPAddr).Port,
+		SessionID: rand.Uint64N(1 << 62),
+		Version:   1,
+		Codecs:    codecs,
+		Ptime:     20,
+		UserAgent: "phone",
+	}
+	if !opt.NoDTMF {
+		local.DTMFPayloadType = 101
+	}
+	start := time.Now()
+	dlg, err := p.dialogs.Invite(ctx, recipient, sdp.Build(local), sip.NewHeader("Content-Type", "application/sdp"))
+	if err != nil {
+		rtpConn.Close()
+		return nil, fmt.Errorf("dial: invite: %w", err)
+	}
+	c := &Call{dlg: dlg}
+	err = dlg.WaitAnswer(ctx, sipgo.AnswerOptions{OnResponse: func(res *sip.Response) error {
+		if res.IsProvisional() && res.StatusCode > 100 {
+			if c.Ringing == 0 {
+				c.Ringing = time.Since(start)
+			}
+			if opt.OnProvisional != nil {
+				opt.OnProvisional(res.StatusCode)
+			}
+		}
+		return nil
+	}})
+	if err != nil {
+		rtpConn.Close()
+		dlg.Close()
+		var de *sipgo.ErrDialogResponse
+		if errors.As(err, &de) {
+			return nil, &DialError{Code: de.Res.StatusCode, Reason: de.Res.Reason}
+		}
+		return nil, fmt.Errorf("dial: %w", err)
+	}
+	c.Answered = time.Since(start)
+	if err := dlg.Ack(ctx); err != nil {
+		rtpConn.Close()
+		dlg.Close()
+		return nil, fmt.Errorf("dial: ack: %w", err)
+	}
+	if err := c.startMedia(rtpConn, codecs); err != nil {
+		rtpConn.Close()
+		_ = dlg.Bye(context.Background())
+		dlg.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Call) startMedia(conn *net.UDPConn, ours []sdp.Codec) error {
+	ans, err := sdp.Parse(c.dlg.InviteResponse.Body())
+	if err != nil {
+		return fmt.Errorf("dial: answer SDP: %w", err)
+	}
+	n, err := sdp.Negotiate(ans, ours)
+	if err != nil {
+		return fmt.Errorf("dial: answer SDP: %w", err)
+	}
+	codec, err := media.CodecByName(n.Codec.Name, n.Codec.PayloadType)
+	if err != nil {
+		return err
+	}
+	st, err := media.NewStream(media.StreamConfig{
+		Conn:            conn,
+		Remote:          net.UDPAddrFromAddrPort(n.RemoteAddr),
+		Codec:           codec,
+		DTMFPayloadType: n.DTMFPayloadType,
+	})
+	if err != nil {
+		return err
+	}
+	c.stream = st
+	// The call lives until either side says BYE.
+	c.ctx, c.cancel = context.WithCancel(c.dlg.Context())
+	st.Start(c.ctx)
+	c.wg.Add(1)
+	go c.listen()
+	return nil
+}
+
+// listen keeps everything heard, on one timeline, until the call ends.
+func (c *Call) listen() {
+	defer c.wg.Done()
+	frames, digits := c.stream.Frames(), c.stream.DTMF()
+	for frames != nil || digits != nil {
+		select {
+		case f, ok := <-frames:
+			if !ok {
+				frames = nil
+				continue
+			}
+			c.mu.Lock()
+			c.heard = append(c.heard, f...)
+			c.mu.Unlock()
+		case ev, ok := <-digits:
+			if !ok {
+				digits = nil
+				continue
+			}
+			c.mu.Lock()
+			c.digitsIn = append(c.digitsIn, ev.Digit)
+			c.mu.Unlock()
+		}
+	}
+}
+
+// Heard returns a copy of all audio received so far (8 kHz mono).
+func (c *Call) Heard() []int16 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]int16(nil), c.heard...)
+}
+
+// HeardLen is how many samples have been received so far.
+func (c *Call) HeardLen() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.heard)
+}
+
+// Play queues audio; the channel closes when it has been sent.
+func (c *Call) Play(pcm []int16) <-chan struct{} { return c.stream.Enqueue(pcm) }
+
+// SendDTMF sends an RFC 4733 digit.
+func (c *Call) SendDTMF(d rune, dur time.Duration) (<-chan struct{}, error) {
+	done, err := c.stream.SendDTMF(d, dur)
+	if err == nil {
+		c.mu.Lock()
+		c.digitsSent = append(c.digitsSent, d)
+		c.mu.Unlock()
+	}
+	return done, err
+}
+
+// CallID is the call's SIP Call-ID.
+func (c *Call) CallID() string { return c.dlg.InviteRequest.CallID().Value() }
+
+// Done is closed when the call has ended, by either side.
+func (c *Call) Done() <-chan struct{} { return c.ctx.Done() }
+
+// RemoteHungUp reports whether the other side sent BYE.
+func (c *Call) RemoteHungUp() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ctx.Err() != nil && !c.byUs
+}
+
+// Hangup sends BYE (if the call is still up) and stops media.
+func (c *Call) Hangup(ctx context.Context) error {
+	var err error
+	if c.ctx.Err() == nil {
+		c.mu.Lock()
+		c.byUs = true
+		c.mu.Unlock()
+		err = c.dlg.Bye(ctx)
+	}
+	c.Close()
+	return err
+}
+
+// Close stops media and waits for the call's goroutines, without signaling.
+func (c *Call) Close() {
+	c.cancel()
+	c.stream.Close()
+	c.wg.Wait()
+	c.dlg.Close()
+}
+
+// Summary is what `voxbridge dial` prints.
+type Summary struct {
+	AnswerMS    float64 `json:"answer_ms"`
+	PacketsIn   uint64  `json:"packets_in"`
+	PacketsOut  uint64  `json:"packets_out"`
+	PacketsLost uint64  `json:"packets_lost"`
+	DigitsSent  string  `json:"digits_sent"`
+	DigitsHeard string  `json:"digits_heard"`
+	HeardMS     int     `json:"heard_ms"`
+	RemoteBye   bool    `json:"remote_hangup"`
+}
+
+// Summary reports the call's numbers so far.
+func (c *Call) Summary() Summary {
+	st := c.stream.Stats()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return Summary{
+		AnswerMS:    float64(c.Answered.Microseconds()) / 1000,
+		PacketsIn:   st.PacketsIn,
+		PacketsOut:  st.PacketsOut,
+		PacketsLost: st.PacketsLost,
+		DigitsSent:  string(c.digitsSent),
+		DigitsHeard: string(c.digitsIn),
+		HeardMS:     len(c.heard) * 1000 / media.SampleRate,
+		RemoteBye:   c.ctx.Err() != nil && !c.byUs,
+	}
+}

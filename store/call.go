@@ -1,0 +1,113 @@
+package store
+
+import "time"
+
+// Direction says which side placed the call.
+type Direction string
+
+const (
+	DirectionIncoming Direction = "incoming"
+	DirectionOutgoing Direction = "outgoing"
+)
+
+// Valid reports whether d is one of the known directions.
+func (d Direction) Valid() bool {
+	switch d {
+	case DirectionIncoming, DirectionOutgoing:
+		return true
+	}
+	return false
+}
+
+// CallStatus is where a call is in its life.
+type CallStatus string
+
+const (
+	StatusDialing     CallStatus = "dialing"
+	StatusRinging     CallStatus = "ringing"
+	StatusProgressing CallStatus = "progressing" // answered, media flowing
+	StatusTerminating CallStatus = "terminating"
+	StatusCanceling   CallStatus = "canceling"
+	StatusHangup      CallStatus = "hangup"
+)
+
+// Valid reports whether s is one of the known statuses.
+func (s CallStatus) Valid() bool {
+	switch s {
+	case StatusDialing, StatusRinging, StatusProgressing, StatusTerminating, StatusCanceling, StatusHangup:
+		return true
+	}
+	return false
+}
+
+// HangupBy says which side ended the call; empty while it is not over.
+type HangupBy string
+
+const (
+	HangupByNone   HangupBy = ""
+	HangupByLocal  HangupBy = "local"
+	HangupByRemote HangupBy = "remote"
+)
+
+// Valid reports whether h is one of the known values, including empty.
+func (h HangupBy) Valid() bool {
+	switch h {
+	case HangupByNone, HangupByLocal, HangupByRemote:
+		return true
+	}
+	return false
+}
+
+// HangupReason is why a call ended; empty while it is not over.
+type HangupReason string
+
+const (
+	ReasonNone           HangupReason = ""
+	ReasonNormal         HangupReason = "normal"
+	ReasonFailed         HangupReason = "failed"
+	ReasonBusy           HangupReason = "busy"
+	ReasonCancel         HangupReason = "cancel"
+	ReasonTimeout        HangupReason = "timeout"
+	ReasonNoAnswer       HangupReason = "noanswer"
+	ReasonDialout        HangupReason = "dialout"
+	ReasonAMD            HangupReason = "amd"
+	ReasonServerShutdown HangupReason = "server_shutdown"
+	ReasonServerRestart  HangupReason = "server_restart"
+	ReasonCodec          HangupReason = "codec"
+	ReasonError          HangupReason = "error"
+)
+
+// Valid reports whether r is one of the known reasons, including empty.
+func (r HangupReason) Valid() bool {
+	switch r {
+	case ReasonNone, ReasonNormal, ReasonFailed, ReasonBusy, ReasonCancel, ReasonTimeout, ReasonNoAnswer,
+		ReasonDialout, ReasonAMD, ReasonServerShutdown, ReasonServerRestart, ReasonCodec, ReasonError:
+		return true
+	}
+	return false
+}
+
+// Call is the record of one call. Times are UTC with millisecond precision:
+// CreateCall and UpdateCall normalise them in place, so the struct a caller
+// holds equals what GetCall later returns.
+type Call struct {
+	ID             string       `json:"id"` // UUID v4, set by CreateCall if empty
+	SIPCallID      string       `json:"sip_call_id"`
+	Direction      Direction    `json:"direction"`
+	Source         string       `json:"source"`      // From URI, e.g. "sip:alice@127.0.0.1:5062"
+	Destination    string       `json:"destination"` // To / Request-URI, e.g. "sip:echo@127.0.0.1"
+	SourceAddr     string       `json:"source_addr"` // "ip:port" the INVITE came from
+	Status         CallStatus   `json:"status"`
+	HangupBy       HangupBy     `json:"hangup_by"`
+	HangupReason   HangupReason `json:"hangup_reason"`
+	SIPCode        int          `json:"sip_code,omitempty"` // final SIP code relevant to the hangup (e.g. 487, 488)
+	Codec          string       `json:"codec"`              // "PCMU", "PCMA" or ""
+	DTMF           string       `json:"dtmf"`               // digits received during the call, in order
+	RTPPacketsIn   uint64       `json:"rtp_packets_in"`
+	RTPPacketsOut  uint64       `json:"rtp_packets_out"`
+	RTPPacketsLost uint64       `json:"rtp_packets_lost"`
+	TMCreate       time.Time    `json:"tm_create"`
+	TMRinging      *time.Time   `json:"tm_ringing"`
+	TMProgressing  *time.Time   `json:"tm_progressing"` // answered
+	TMHangup       *time.Time   `json:"tm_hangup"`
+}

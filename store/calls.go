@@ -1,0 +1,335 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"math"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// ErrBadPageToken is returned (wrapped) by list calls given a page token they
+// did not issue. It also matches ErrInvalid.
+var ErrBadPageToken = fmt.Errorf("bad page token: %w", ErrInvalid)
+
+const (
+	DefaultPageSize = 20
+	MaxPageSize     = 100
+)
+
+// ListOptions pages through a list. PageSize 0 means DefaultPageSize; larger
+// than MaxPageSize is clamped; negative is an error. PageToken is the
+// nextPageToken of the previous page, or "" for the first page.
+type ListOptions struct {
+	PageSize  int
+	PageToken string
+}
+
+const callColumns = `id, sip_call_id, direction, source, destination, source_addr, status,
+	hangup_by, hangup_reason, sip_code, codec, dtmf, rtp_packets_in, rtp_packets_out, rtp_packets_lost,
+	tm_create, tm_ringing, tm_progressing, tm_hangup`
+
+// CreateCall inserts c. It sets c.ID (a UUID v4) if empty and c.TMCreate
+// (now) if zero, and normalises c's times to UTC milliseconds.
+func (db *DB) CreateCall(ctx context.Context, c *Call) error {
+	if c.ID == "" {
+		c.ID = uuid.NewString()
+	}
+	if c.TMCreate.IsZero() {
+		c.TMCreate = db.now()
+	}
+	normalizeTimes(c)
+	a, err := callArgs(c)
+	if err != nil {
+		return fmt.Errorf("create call %s: %w", c.ID, err)
+	}
+	_, err = db.w.ExecContext(ctx, `INSERT INTO calls (`+callColumns+`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		c.ID, a.sipCallID, a.direction, a.source, a.destination, a.sourceAddr, a.status,
+		a.hangupBy, a.hangupReason, a.sipCode, a.codec, a.dtmf, a.rtpIn, a.rtpOut, a.rtpLost,
+		a.tmCreate, a.tmRinging, a.tmProgressing, a.tmHangup)
+	if err != nil {
+		return fmt.Errorf("create call %s: %w", c.ID, err)
+	}
+	return nil
+}
+
+// UpdateCall writes every field of c except ID and TMCreate, which never
+// change, to the call with c.ID. It normalises c's times like CreateCall.
+func (db *DB) UpdateCall(ctx context.Context, c *Call) error {
+	if c.ID == "" {
+		return fmt.Errorf("update call: %w: empty id", ErrInvalid)
+	}
+	normalizeTimes(c)
+	a, err := callArgs(c)
+	if err != nil {
+		return fmt.Errorf("update call %s: %w", c.ID, err)
+	}
+	res, err := db.w.ExecContext(ctx, `UPDATE calls SET
+		sip_call_id = ?, direction = ?, source = ?, destination = ?, source_addr = ?, status = ?,
+		hangup_by = ?, hangup_reason = ?, sip_code = ?, codec = ?, dtmf = ?,
+		rtp_packets_in = ?, rtp_packets_out = ?, rtp_packets_lost = ?,
+		tm_ringing = ?, tm_progressing = ?, tm_hangup = ?
+		WHERE id = ?`,
+		a.sipCallID, a.direction, a.source, a.destination, a.sourceAddr, a.status,
+		a.hangupBy, a.hangupReason, a.sipCode, a.codec, a.dtmf,
+		a.rtpIn, a.rtpOut, a.rtpLost,
+		a.tmRinging, a.tmProgressing, a.tmHangup,
+		c.ID)
+	if err != nil {
+		return fmt.Errorf("update call %s: %w", c.ID, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("update call %s: %w", c.ID, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("update call %s: %w", c.ID, ErrNotFound)
+	}
+	return nil
+}
+
+// GetCall returns the call with the given id, or an error wrapping
+// ErrNotFound.
+func (db *DB) GetCall(ctx context.Context, id string) (*Call, error) {
+	row := db.r.QueryRowContext(ctx, `SELECT `+callColumns+` FROM calls WHERE id = ?`, id)
+	var c Call
+	if err := scanCall(row, &c); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			err = ErrNotFound
+		}
+		return nil, fmt.Errorf("get call %s: %w", id, err)
+	}
+	return &c, nil
+}
+
+// ListCalls returns a page of calls, newest first (ties broken by id,
+// descending), and the token of the next page, "" after the last one. The
+// result is never nil so that it encodes as a JSON array.
+//
+// Paging is by key, not offset: pages stay consistent while new calls arrive
+// (they sort before the first page) and cost the same however deep.
+func (db *DB) ListCalls(ctx context.Context, opt ListOptions) ([]Call, string, error) {
+	size, err := pageSize(opt.PageSize)
+	if err != nil {
+		return nil, "", fmt.Errorf("list calls: %w", err)
+	}
+	var rows *sql.Rows
+	if opt.PageToken == "" {
+		rows, err = db.r.QueryContext(ctx, `SELECT `+callColumns+` FROM calls
+			ORDER BY tm_create DESC, id DESC LIMIT ?`, size+1)
+	} else {
+		tm, id, terr := decodePageToken(opt.PageToken)
+		if terr != nil {
+			return nil, "", fmt.Errorf("list calls: %w", terr)
+		}
+		rows, err = db.r.QueryContext(ctx, `SELECT `+callColumns+` FROM calls
+			WHERE (tm_create, id) < (?, ?)
+			ORDER BY tm_create DESC, id DESC LIMIT ?`, tm, id, size+1)
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("list calls: %w", err)
+	}
+	defer rows.Close()
+
+	calls := make([]Call, 0, size)
+	for rows.Next() {
+		var c Call
+		if err := scanCall(rows, &c); err != nil {
+			return nil, "", fmt.Errorf("list calls: %w", err)
+		}
+		calls = append(calls, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, "", fmt.Errorf("list calls: %w", err)
+	}
+
+	// One row more than asked says whether another page exists, so the last
+	// page gets "" instead of a token leading to an empty page.
+	if len(calls) <= size {
+		return calls, "", nil
+	}
+	calls = calls[:size]
+	last := calls[size-1]
+	return calls, encodePageToken(last.TMCreate.UnixMilli(), last.ID), nil
+}
+
+// CloseUnfinishedCalls marks every call not yet hung up as hung up locally
+// for reason, now, and returns how many it changed. It is meant for startup,
+// for the calls a crashed or killed process left open.
+func (db *DB) CloseUnfinishedCalls(ctx context.Context, reason HangupReason) (int, error) {
+	if reason == ReasonNone || !reason.Valid() {
+		return 0, fmt.Errorf("close unfinished calls: %w: hangup reason %q", ErrInvalid, reason)
+	}
+	now := db.now().UTC().UnixMilli()
+	// The literal 'hangup' (not a parameter) lets SQLite use the partial
+	// index calls_unfinished, whose WHERE must match it.
+	res, err := db.w.ExecContext(ctx, `UPDATE calls
+		SET status = ?, hangup_by = ?, hangup_reason = ?, tm_hangup = ?
+		WHERE status <> 'hangup'`,
+		string(StatusHangup), string(HangupByLocal), string(reason), now)
+	if err != nil {
+		return 0, fmt.Errorf("close unfinished calls: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("close unfinished calls: %w", err)
+	}
+	return int(n), nil
+}
+
+func pageSize(n int) (int, error) {
+	switch {
+	case n < 0:
+		return 0, fmt.Errorf("%w: negative page size %d", ErrInvalid, n)
+	case n == 0:
+		return DefaultPageSize, nil
+	case n > MaxPageSize:
+		return MaxPageSize, nil
+	}
+	return n, nil
+}
+
+// Page token layout, before base64url: version byte, tm_create in unix ms
+// (8 bytes, big endian), id bytes, CRC-32 of all that. The CRC is not for
+// security (a token only says where to resume a list the caller may read
+// anyway) but so a truncated or mangled token is reported, not obeyed.
+const pageTokenV1 = 1
+
+func encodePageToken(tm int64, id string) string {
+	b := make([]byte, 0, 1+8+len(id)+4)
+	b = append(b, pageTokenV1)
+	b = binary.BigEndian.AppendUint64(b, uint64(tm))
+	b = append(b, id...)
+	b = binary.BigEndian.AppendUint32(b, crc32.ChecksumIEEE(b))
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func decodePageToken(tok string) (tm int64, id string, err error) {
+	b, err := base64.RawURLEncoding.Strict().DecodeString(tok)
+	if err != nil {
+		return 0, "", fmt.Errorf("%w: %v", ErrBadPageToken, err)
+	}
+	// version + time + at least one id byte + crc
+	if len(b) < 1+8+1+4 {
+		return 0, "", fmt.Errorf("%w: too short", ErrBadPageToken)
+	}
+	body, sum := b[:len(b)-4], binary.BigEndian.Uint32(b[len(b)-4:])
+	if crc32.ChecksumIEEE(body) != sum {
+		return 0, "", fmt.Errorf("%w: checksum mismatch", ErrBadPageToken)
+	}
+	if body[0] != pageTokenV1 {
+		return 0, "", fmt.Errorf("%w: unknown version %d", ErrBadPageToken, body[0])
+	}
+	return int64(binary.BigEndian.Uint64(body[1:9])), string(body[9:]), nil
+}
+
+// callRow holds c's fields converted to what the columns store.
+type callRow struct {
+	sipCallID, direction, source, destination, sourceAddr, status string
+	hangupBy, hangupReason, codec, dtmf                           string
+	sipCode                                                       int
+	rtpIn, rtpOut, rtpLost                                        int64
+	tmCreate                                                      int64
+	tmRinging, tmProgressing, tmHangup                            sql.NullInt64
+}
+
+// callArgs validates c and converts it for the database. Enumerations are
+// checked here rather than by CHECK constraints, see migrations/0001.
+func callArgs(c *Call) (callRow, error) {
+	switch {
+	case !c.Direction.Valid():
+		return callRow{}, fmt.Errorf("%w: direction %q", ErrInvalid, c.Direction)
+	case !c.Status.Valid():
+		return callRow{}, fmt.Errorf("%w: status %q", ErrInvalid, c.Status)
+	case !c.HangupBy.Valid():
+		return callRow{}, fmt.Errorf("%w: hangup_by %q", ErrInvalid, c.HangupBy)
+	case !c.HangupReason.Valid():
+		return callRow{}, fmt.Errorf("%w: hangup_reason %q", ErrInvalid, c.HangupReason)
+	}
+	var a callRow
+	var err error
+	if a.rtpIn, err = toInt64("rtp_packets_in", c.RTPPacketsIn); err != nil {
+		return callRow{}, err
+	}
+	if a.rtpOut, err = toInt64("rtp_packets_out", c.RTPPacketsOut); err != nil {
+		return callRow{}, err
+	}
+	if a.rtpLost, err = toInt64("rtp_packets_lost", c.RTPPacketsLost); err != nil {
+		return callRow{}, err
+	}
+	a.sipCallID, a.direction, a.source, a.destination = c.SIPCallID, string(c.Direction), c.Source, c.Destination
+	a.sourceAddr, a.status = c.SourceAddr, string(c.Status)
+	a.hangupBy, a.hangupReason = string(c.HangupBy), string(c.HangupReason)
+	a.sipCode, a.codec, a.dtmf = c.SIPCode, c.Codec, c.DTMF
+	a.tmCreate = c.TMCreate.UnixMilli()
+	a.tmRinging, a.tmProgressing, a.tmHangup = nullMillis(c.TMRinging), nullMillis(c.TMProgressing), nullMillis(c.TMHangup)
+	return a, nil
+}
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanCall(s scanner, c *Call) error {
+	var (
+		direction, status, hangupBy, hangupReason string
+		rtpIn, rtpOut, rtpLost, tmCreate          int64
+		tmRinging, tmProgressing, tmHangup        sql.NullInt64
+	)
+	if err := s.Scan(&c.ID, &c.SIPCallID, &direction, &c.Source, &c.Destination, &c.SourceAddr, &status,
+		&hangupBy, &hangupReason, &c.SIPCode, &c.Codec, &c.DTMF, &rtpIn, &rtpOut, &rtpLost,
+		&tmCreate, &tmRinging, &tmProgressing, &tmHangup); err != nil {
+		return err
+	}
+	c.Direction, c.Status = Direction(direction), CallStatus(status)
+	c.HangupBy, c.HangupReason = HangupBy(hangupBy), HangupReason(hangupReason)
+	// Counters are written from uint64 values checked to fit in int64; a
+	// negative one could only come from outside and reads as 0, not 2^64-n.
+	c.RTPPacketsIn, c.RTPPacketsOut, c.RTPPacketsLost = uint64(max(rtpIn, 0)), uint64(max(rtpOut, 0)), uint64(max(rtpLost, 0))
+	c.TMCreate = fromMillis(tmCreate)
+	c.TMRinging, c.TMProgressing, c.TMHangup = timePtr(tmRinging), timePtr(tmProgressing), timePtr(tmHangup)
+	return nil
+}
+
+func toInt64(field string, v uint64) (int64, error) {
+	if v > math.MaxInt64 {
+		// SQLite integers are signed 64-bit.
+		return 0, fmt.Errorf("%w: %s %d out of range", ErrInvalid, field, v)
+	}
+	return int64(v), nil
+}
+
+// normalizeTimes rounds c's times down to the millisecond in UTC, the
+// precision the database keeps. Pointers are replaced, not written through,
+// since the caller may share what they point to.
+func normalizeTimes(c *Call) {
+	c.TMCreate = fromMillis(c.TMCreate.UnixMilli())
+	for _, p := range []**time.Time{&c.TMRinging, &c.TMProgressing, &c.TMHangup} {
+		if *p != nil {
+			t := fromMillis((*p).UnixMilli())
+			*p = &t
+		}
+	}
+}
+
+func fromMillis(ms int64) time.Time { return time.UnixMilli(ms).UTC() }
+
+func nullMillis(t *time.Time) sql.NullInt64 {
+	if t == nil {
+		return sql.NullInt64{}
+	}
+	return sql.NullInt64{Int64: t.UnixMilli(), Valid: true}
+}
+
+func timePtr(n sql.NullInt64) *time.Time {
+	if !n.Valid {
+		return nil
+	}
+	t := fromMillis(n.Int64)
+	return &t
+}
