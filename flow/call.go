@@ -238,7 +238,7 @@ func (c *Call) answer(ctx context.Context) error {
 	go c.collectDTMF()
 
 	port := conn.LocalAddr().(*net.UDPAddr).Port
-	if err := c.leg.Answer(c.ct.cfg.MediaIP, port); err != nil {
+	if err := c.leg.Answer(c.ct.mediaIPFor(n.RemoteAddr.Addr()), port); err != nil {
 		return err
 	}
 	c.update(func(r *store.Call) {

@@ -21,7 +21,13 @@ type Config struct {
 	// are bound (often 0.0.0.0 while MediaIP is the public address).
 	MediaIP netip.Addr
 	BindIP  net.IP
-	Ports   media.PortRange
+	// RouteMediaIP puts in each SDP answer the local address the kernel
+	// routes toward the caller's media address, instead of MediaIP. For a
+	// server bound to all interfaces with no public IP set, that is the
+	// address our RTP really leaves from: 127.0.0.1 for a caller on this
+	// machine, the LAN address for a phone on the LAN.
+	RouteMediaIP bool
+	Ports        media.PortRange
 	// Flow runs every inbound call; nil means DefaultFlow.
 	Flow   *Flow
 	Logger *slog.Logger
@@ -110,6 +116,24 @@ func (ct *Controller) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("shutdown: %d calls still live: %w", len(live), ctx.Err())
 	}
+}
+
+// mediaIPFor picks the address to put in an SDP answer for a caller whose
+// media is at remote.
+func (ct *Controller) mediaIPFor(remote netip.Addr) netip.Addr {
+	if !ct.cfg.RouteMediaIP || !remote.IsValid() || remote.IsUnspecified() {
+		return ct.cfg.MediaIP
+	}
+	// Connecting a UDP socket only asks the routing table; nothing is sent.
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(remote, 9)))
+	if err != nil {
+		return ct.cfg.MediaIP
+	}
+	defer c.Close()
+	if ip, ok := netip.AddrFromSlice(c.LocalAddr().(*net.UDPAddr).IP); ok {
+		return ip.Unmap()
+	}
+	return ct.cfg.MediaIP
 }
 
 // LiveCalls reports how many calls are running.

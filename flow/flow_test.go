@@ -2,6 +2,7 @@ package flow
 
 import (
 	"encoding/json"
+	"net/netip"
 	"strings"
 	"testing"
 )
@@ -72,5 +73,20 @@ func TestEveryActionTypeHasExecutor(t *testing.T) {
 		if err != nil || ex == nil {
 			t.Errorf("action type %q: executor %v, err %v", typ, ex != nil, err)
 		}
+	}
+}
+
+func TestMediaIPFollowsRoute(t *testing.T) {
+	public := netip.MustParseAddr("192.0.2.99")
+	ct := &Controller{cfg: Config{MediaIP: public, RouteMediaIP: true}}
+	if got := ct.mediaIPFor(netip.MustParseAddr("127.0.0.1")); got != netip.MustParseAddr("127.0.0.1") {
+		t.Fatalf("caller on loopback answered with %v", got)
+	}
+	if got := ct.mediaIPFor(netip.IPv4Unspecified()); got != public {
+		t.Fatalf("held (0.0.0.0) media answered with %v", got)
+	}
+	ct.cfg.RouteMediaIP = false
+	if got := ct.mediaIPFor(netip.MustParseAddr("127.0.0.1")); got != public {
+		t.Fatalf("configured public IP ignored: %v", got)
 	}
 }

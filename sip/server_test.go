@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -220,5 +221,80 @@ func TestParseInfoDTMF(t *testing.T) {
 		if d != c.want || ok != c.ok || (err != nil) != c.err {
 			t.Errorf("ParseInfoDTMF(%q, %q) = %q, %v, %v; want %q, %v, err %v", c.ct, c.body, d, ok, err, c.want, c.ok, c.err)
 		}
+	}
+}
+
+// Mutated INVITEs (bytes flipped, cut, duplicated) must never take the
+// server down: afterwards it still answers OPTIONS.
+func TestMutatedInvitesDoNotCrash(t *testing.T) {
+	addr := startServer(t, rejectBusy)
+	p := newRawPeer(t, addr)
+	base := []byte(strings.ReplaceAll(p.request("INVITE", "mut", "m0", "", goodOffer), "\n", "\r\n"))
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range 400 {
+		m := append([]byte(nil), base...)
+		switch i % 4 {
+		case 0: // flip a few bytes
+			for range 1 + rng.IntN(8) {
+				m[rng.IntN(len(m))] = byte(rng.IntN(256))
+			}
+		case 1: // cut anywhere
+			m = m[:rng.IntN(len(m))]
+		case 2: // duplicate a slice into the middle
+			a := rng.IntN(len(m))
+			b := a + rng.IntN(len(m)-a)
+			m = append(m[:b], append(append([]byte(nil), m[a:b]...), m[b:]...)...)
+		case 3: // mangle the SDP only
+			sdpAt := strings.Index(string(m), "v=0")
+			for range 1 + rng.IntN(6) {
+				m[sdpAt+rng.IntN(len(m)-sdpAt)] = byte(rng.IntN(256))
+			}
+		}
+		// Unique branch and Call-ID so each is a new transaction.
+		m = []byte(strings.Replace(strings.Replace(string(m), "branch=z9hG4bKm0", fmt.Sprintf("branch=z9hG4bKm%d", i+1), 1), "Call-ID: mut", fmt.Sprintf("Call-ID: mut%d", i), 1))
+		if _, err := p.conn.WriteToUDP(m, addr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Drain whatever came back, then check the server is alive.
+	p2 := newRawPeer(t, addr)
+	p2.send(p2.request("OPTIONS", "alive", "al1", "", ""))
+	if code, _ := p2.status(); code != 200 {
+		t.Fatalf("OPTIONS after mutated INVITEs: %d", code)
+	}
+}
+
+func TestOptionsOverTCP(t *testing.T) {
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := NewServer(Config{TCP: tcp, AdvertiseIP: net.IPv4(127, 0, 0, 1), Logger: slog.New(slog.DiscardHandler)}, rejectBusy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Serve(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	c, err := net.Dial("tcp", tcp.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	port := c.LocalAddr().(*net.TCPAddr).Port
+	msg := fmt.Sprintf("OPTIONS sip:echo@%s SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:%d;branch=z9hG4bKtcp1\r\nFrom: <sip:raw@127.0.0.1>;tag=t1\r\nTo: <sip:echo@127.0.0.1>\r\nCall-ID: tcp-opt\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n", tcp.Addr(), port)
+	if _, err := c.Write([]byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 4096)
+	n, err := c.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(string(buf[:n]), "SIP/2.0 200") {
+		t.Fatalf("TCP OPTIONS answer: %q", buf[:n])
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"sync"
@@ -642,29 +641,6 @@ func TestQueryPlans(t *testing.T) {
 		p := strings.Join(plan, "; ")
 		if !strings.Contains(p, tc.wantIndex) || strings.Contains(p, "TEMP B-TREE") {
 			t.Errorf("%s: plan %q, want index %s and no sort", tc.name, p, tc.wantIndex)
-		}
-	}
-}
-
-func TestOpenTwiceSameFileMigratesOnce(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "race.db")
-	var wg sync.WaitGroup
-	dbs := make([]*DB, 4)
-	errs := make([]error, len(dbs))
-	for i := range dbs {
-		wg.Go(func() { dbs[i], errs[i] = Open(path) })
-	}
-	wg.Wait()
-	for i, db := range dbs {
-		if errs[i] != nil {
-			t.Errorf("Open %d: %v", i, errs[i])
-			continue
-		}
-		defer db.Close()
-	}
-	if dbs[0] != nil {
-		if got := readMigrations(t, dbs[0]); len(got) != 1 {
-			t.Errorf("schema_migrations = %q", got)
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"testing/fstest"
 )
@@ -325,5 +326,33 @@ func TestPingAfterClose(t *testing.T) {
 	db.Close()
 	if err := db.Ping(context.Background()); err == nil {
 		t.Errorf("Ping after Close = %v", err)
+	}
+}
+
+// Two processes starting on a new file at once (say serve and a CLI command)
+// must both open it, and migrate it once.
+func TestConcurrentOpenOfNewFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "race.db")
+	var wg sync.WaitGroup
+	dbs := make([]*DB, 8)
+	errs := make([]error, len(dbs))
+	for i := range dbs {
+		wg.Go(func() { dbs[i], errs[i] = Open(path) })
+	}
+	wg.Wait()
+	for i, db := range dbs {
+		if errs[i] != nil {
+			t.Errorf("Open %d: %v", i, errs[i])
+			continue
+		}
+		defer db.Close()
+		if err := db.CreateCall(context.Background(), &Call{Direction: DirectionIncoming, Status: StatusRinging}); err != nil {
+			t.Errorf("CreateCall via handle %d: %v", i, err)
+		}
+	}
+	if dbs[0] != nil {
+		if got := readMigrations(t, dbs[0]); len(got) != 1 {
+			t.Errorf("schema_migrations = %q", got)
+		}
 	}
 }

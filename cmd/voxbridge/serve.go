@@ -93,9 +93,12 @@ func startInstance(cfg serveConfig, log *slog.Logger, opt instanceOptions) (*ins
 		Store:   db,
 		MediaIP: mediaIP.Unmap(),
 		BindIP:  bindIP,
-		Ports:   ports,
-		Flow:    opt.flow,
-		Logger:  log,
+		// With no public IP and an all-interfaces bind, answer each caller
+		// with the address our packets to it really come from.
+		RouteMediaIP: cfg.PublicIP == "" && (bindIP == nil || bindIP.IsUnspecified()),
+		Ports:        ports,
+		Flow:         opt.flow,
+		Logger:       log,
 	})
 	if err != nil {
 		udp.Close()

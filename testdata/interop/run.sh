@@ -69,6 +69,16 @@ check "sipp call recorded as hangup by remote, normal" \
   "$(jq -r '.status=="hangup" and .hangup_by=="remote" and .hangup_reason=="normal" and .codec=="PCMU"' <<<"$rec")"
 check "sipp call has RTP packets sent (>100 in 3 s)" "$(jq -r '.rtp_packets_out > 100' <<<"$rec")"
 
+# 1b. The same over TCP (one connection carries the whole dialog).
+if sipp -sn uac "127.0.0.1:${SIP_PORT}" -t t1 -s echo -i 127.0.0.1 -p 25071 -mp 26100 \
+    -m 1 -l 1 -d 1000 -timeout 30s -timeout_error -nostdin \
+    -trace_err -error_file "$work/sipp_tcp_err.log" >"$work/sipp_tcp.log" 2>&1; then
+  check "sipp uac call over TCP completes" true
+else
+  cat "$work/sipp_tcp_err.log" "$work/sipp_tcp.log" 2>/dev/null | tail -n 30 >&2 || true
+  check "sipp uac call over TCP completes" false
+fi
+
 # 2. voxbridge dial: hears the greeting, presses 1 during the echo test,
 #    the server says goodbye and hangs up.
 "$BIN" dial "sip:echo@127.0.0.1:${SIP_PORT}" --digits "1@6s" --duration 30s --json \
