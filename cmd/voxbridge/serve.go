@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	sipgosip "github.com/emiago/sipgo/sip"
 	"github.com/voxbridge/voxbridge/api"
 	"github.com/voxbridge/voxbridge/flow"
 	"github.com/voxbridge/voxbridge/media"
@@ -161,7 +162,20 @@ func newLogger(level string) (*slog.Logger, error) {
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("log-level: %w", err)
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l, ReplaceAttr: truncateAttr})), nil
+}
+
+// maxLogValue bounds a logged string: network input (a garbage SIP message
+// quoted by sipgo's parser) must not flood the log.
+const maxLogValue = 300
+
+func truncateAttr(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindString {
+		if v := a.Value.String(); len(v) > maxLogValue {
+			a.Value = slog.StringValue(fmt.Sprintf("%s…(%d bytes)", v[:maxLogValue], len(v)))
+		}
+	}
+	return a
 }
 
 func runServe(args []string) error {
@@ -173,6 +187,9 @@ func runServe(args []string) error {
 	if err != nil {
 		return err
 	}
+	// sipgo's transport and transaction layers log through their own
+	// default logger; route it through ours (level, truncation).
+	sipgosip.SetDefaultLogger(log.With("component", "sipgo"))
 	inst, err := startInstance(cfg, log, instanceOptions{})
 	if err != nil {
 		return err

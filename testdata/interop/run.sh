@@ -54,15 +54,23 @@ check() { # name, condition result
   if [ "$2" = "true" ]; then echo "interop: ok   $1"; passed=$((passed+1)); else echo "interop: FAIL $1"; failed=$((failed+1)); fi
 }
 
-# 1. SIPp uac: one call, 3 s of call time, then SIPp hangs up.
-if sipp -sn uac "127.0.0.1:${SIP_PORT}" -s echo -i 127.0.0.1 -p 25070 -mp 26000 \
-    -m 1 -l 1 -d 3000 -timeout 30s -timeout_error -nostdin \
-    -trace_err -error_file "$work/sipp_err.log" >"$work/sipp.log" 2>&1; then
-  check "sipp uac call completes" true
-else
-  cat "$work/sipp_err.log" "$work/sipp.log" 2>/dev/null | tail -n 30 >&2 || true
-  check "sipp uac call completes" false
-fi
+# sipp_uac NAME PORT MEDIA_PORT PAUSE_MS [extra sipp args]: one call with
+# SIPp's built-in uac scenario (INVITE, ACK, pause, BYE).
+sipp_uac() {
+  local name=$1 port=$2 mport=$3 pause=$4
+  shift 4
+  if sipp -sn uac "127.0.0.1:${SIP_PORT}" -s echo -i 127.0.0.1 -p "$port" -mp "$mport" \
+      -m 1 -l 1 -d "$pause" -timeout 30s -timeout_error -nostdin "$@" \
+      -trace_err -error_file "$work/sipp_${port}_err.log" >"$work/sipp_${port}.log" 2>&1; then
+    check "$name" true
+  else
+    cat "$work/sipp_${port}_err.log" "$work/sipp_${port}.log" 2>/dev/null | tail -n 30 >&2 || true
+    check "$name" false
+  fi
+}
+
+# 1. SIPp uac over UDP: 3 s of call time, then SIPp hangs up.
+sipp_uac "sipp uac call completes" 25070 26000 3000
 sleep 0.5
 rec=$(curl -fsS "$API/v1/calls?page_size=1" | jq '.result[0]')
 check "sipp call recorded as hangup by remote, normal" \
@@ -70,14 +78,7 @@ check "sipp call recorded as hangup by remote, normal" \
 check "sipp call has RTP packets sent (>100 in 3 s)" "$(jq -r '.rtp_packets_out > 100' <<<"$rec")"
 
 # 1b. The same over TCP (one connection carries the whole dialog).
-if sipp -sn uac "127.0.0.1:${SIP_PORT}" -t t1 -s echo -i 127.0.0.1 -p 25071 -mp 26100 \
-    -m 1 -l 1 -d 1000 -timeout 30s -timeout_error -nostdin \
-    -trace_err -error_file "$work/sipp_tcp_err.log" >"$work/sipp_tcp.log" 2>&1; then
-  check "sipp uac call over TCP completes" true
-else
-  cat "$work/sipp_tcp_err.log" "$work/sipp_tcp.log" 2>/dev/null | tail -n 30 >&2 || true
-  check "sipp uac call over TCP completes" false
-fi
+sipp_uac "sipp uac call over TCP completes" 25071 26100 1000 -t t1
 
 # 2. voxbridge dial: hears the greeting, presses 1 during the echo test,
 #    the server says goodbye and hangs up.
