@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"time"
 
@@ -360,5 +361,14 @@ func (c *Call) Summary() Summary {
 		DigitsHeard: string(c.digitsIn),
 		HeardMS:     len(c.heard) * 1000 / media.SampleRate,
 		RemoteBye:   c.ctx.Err() != nil && !c.byUs,
+	}
+}
+
+// QuietLibraryLogs silences sipgo's own logger (it logs every garbage
+// message a test sends) unless VOXBRIDGE_TEST_LOG is set. Call it from
+// TestMain, before any server starts.
+func QuietLibraryLogs() {
+	if os.Getenv("VOXBRIDGE_TEST_LOG") == "" {
+		sip.SetDefaultLogger(slog.New(slog.DiscardHandler))
 	}
 }
