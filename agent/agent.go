@@ -1,37 +1,215 @@
-// Package agent will run one AI conversation on a call: turn-taking,
-// barge-in, tools and the transcript, with providers behind the small
-// interfaces below. Only the interfaces exist so far; the clients and the
-// session arrive with the agent issue.
+// Package agent runs one AI conversation on a call: turn-taking, barge-in,
+// tools, the transcript and per-turn latency. Providers sit behind the small
+// streaming interfaces below; their clients live in subpackages and the
+// fakes that speak their real wire protocols in agent/fake.
+//
+// All audio here is 8 kHz mono 16-bit PCM; a Frame is 20 ms (160 samples),
+// the unit media hands us. Clients convert to and from their provider's
+// encoding at the edge.
 package agent
 
-import "context"
+import (
+	"context"
+	"encoding/json"
+	"time"
+)
 
-// Frame is 20 ms of 8 kHz mono 16-bit audio, the unit media hands us.
+// Frame is 20 ms of 8 kHz mono 16-bit audio.
 type Frame = []int16
 
-// Transcript is a partial or final piece of what the caller said.
-type Transcript struct {
-	Text  string
-	Final bool
-}
+// ---- Speech to text ----
 
-// STT turns the caller's audio into transcripts as it arrives.
+// STT starts streaming recognition sessions.
 type STT interface {
-	Stream(ctx context.Context, audio <-chan Frame) (<-chan Transcript, error)
+	Start(ctx context.Context, opt STTOptions) (STTStream, error)
 }
 
-// Message is one entry of the conversation sent to an LLM.
-type Message struct {
-	Role    string // system, user, assistant, tool
-	Content string
+// STTOptions configure one recognition session.
+type STTOptions struct {
+	Language string // BCP 47, "" for the provider default
 }
 
-// LLM streams a reply to a conversation, token by token.
+// STTStream is one recognition session. Write must not block the caller for
+// longer than a copy: clients buffer and send from their own goroutine.
+type STTStream interface {
+	// Write sends one frame of caller audio.
+	Write(f Frame) error
+	// Finalize asks for a final transcript of everything written so far
+	// (Deepgram's Finalize; for utterance-based providers, the end of an
+	// utterance cut by our VAD).
+	Finalize() error
+	// Events delivers recognition events; closed when the stream ends.
+	Events() <-chan STTEvent
+	Close() error
+}
+
+// STTEventType says what an STTEvent reports.
+type STTEventType int
+
+const (
+	STTPartial       STTEventType = iota + 1 // interim transcript, may change
+	STTFinal                                 // final transcript of a segment
+	STTSpeechStarted                         // the provider heard speech begin
+	STTUtteranceEnd                          // the provider decided the utterance ended
+	STTError                                 // the stream failed; Err says how
+)
+
+// STTEvent is one recognition event.
+type STTEvent struct {
+	Type       STTEventType
+	Text       string
+	Confidence float64
+	At         time.Time // when the client received it
+	Err        error
+}
+
+// ---- Language model ----
+
+// LLM streams a reply to a conversation.
 type LLM interface {
-	Stream(ctx context.Context, history []Message) (<-chan string, error)
+	// Stream starts a completion; the channel delivers text deltas and
+	// complete tool calls, then closes. Cancelling ctx stops it.
+	Stream(ctx context.Context, req LLMRequest) (<-chan LLMEvent, error)
 }
 
-// TTS turns streamed text into streamed 8 kHz audio.
+// Roles of conversation messages.
+const (
+	RoleSystem    = "system"
+	RoleUser      = "user"
+	RoleAssistant = "assistant"
+	RoleTool      = "tool"
+)
+
+// Message is one entry of the conversation.
+type Message struct {
+	Role       string     `json:"role"`
+	Content    string     `json:"content"`
+	ToolCalls  []ToolCall `json:"tool_calls,omitempty"`  // assistant messages that call tools
+	ToolCallID string     `json:"tool_call_id,omitempty"` // tool results
+}
+
+// Tool is a function the model may call.
+type Tool struct {
+	Name        string          `json:"name"`
+	Description string          `json:"description"`
+	Parameters  json.RawMessage `json:"parameters"` // JSON Schema
+}
+
+// ToolCall is a model's request to run a tool.
+type ToolCall struct {
+	ID        string `json:"id"`
+	Name      string `json:"name"`
+	Arguments string `json:"arguments"` // JSON text
+}
+
+// LLMRequest is one completion request.
+type LLMRequest struct {
+	Messages    []Message
+	Tools       []Tool
+	Temperature *float64
+	MaxTokens   int
+}
+
+// LLMEvent is one piece of a streamed completion: a text delta, a complete
+// tool call, or an error (after which the channel closes).
+type LLMEvent struct {
+	Text         string
+	ToolCall     *ToolCall
+	FinishReason string // set on the last event when the provider gives one
+	Err          error
+}
+
+// ---- Text to speech ----
+
+// TTS starts streaming synthesis sessions.
 type TTS interface {
-	Stream(ctx context.Context, text <-chan string) (<-chan Frame, error)
+	Start(ctx context.Context, opt TTSOptions) (TTSStream, error)
+}
+
+// TTSOptions configure one synthesis session.
+type TTSOptions struct {
+	Voice    string
+	Language string
+}
+
+// TTSStream is one synthesis session: text goes in as it is produced, audio
+// comes out as it is synthesized, in order.
+type TTSStream interface {
+	// WriteText appends text to speak.
+	WriteText(text string) error
+	// Flush says no more text is coming for now: synthesize all of it.
+	Flush() error
+	// Audio delivers 8 kHz audio in order; closed when the stream ends.
+	Audio() <-chan TTSChunk
+	Close() error
+}
+
+// TTSChunk is a piece of synthesized audio.
+type TTSChunk struct {
+	PCM []int16
+	// Words that start in this chunk, with offsets from the start of the
+	// stream's audio, when the provider gives alignment.
+	Words []WordTiming
+	// Final marks the last chunk for everything flushed so far.
+	Final bool
+	Err   error
+}
+
+// WordTiming places a word in a stream's audio.
+type WordTiming struct {
+	Word       string
+	Start, End time.Duration
+}
+
+// ---- Speech to speech ----
+
+// Realtime starts speech-to-speech sessions (audio in, audio out).
+type Realtime interface {
+	Start(ctx context.Context, opt RealtimeOptions) (RealtimeSession, error)
+}
+
+// RealtimeOptions configure one speech-to-speech session.
+type RealtimeOptions struct {
+	Instructions string
+	Voice        string
+	Language     string
+	Tools        []Tool
+}
+
+// RealtimeSession is one speech-to-speech conversation.
+type RealtimeSession interface {
+	WriteAudio(f Frame) error
+	Events() <-chan RealtimeEvent
+	// SendToolResult returns a tool's output and asks for the next response.
+	SendToolResult(callID, output string) error
+	// Truncate tells the model the caller heard only the first played of
+	// item itemID (after a barge-in).
+	Truncate(itemID string, played time.Duration) error
+	// CreateResponse asks the model to speak now (e.g. the greeting).
+	CreateResponse() error
+	Close() error
+}
+
+// RealtimeEventType says what a RealtimeEvent reports.
+type RealtimeEventType int
+
+const (
+	RealtimeAudio         RealtimeEventType = iota + 1 // agent audio (Audio, ItemID)
+	RealtimeAgentText                                  // transcript of the agent's speech (Text, ItemID)
+	RealtimeUserText                                   // transcript of the caller's speech (Text)
+	RealtimeSpeechStarted                              // server VAD: caller started speaking
+	RealtimeSpeechStopped                              // server VAD: caller stopped
+	RealtimeToolCall                                   // ToolCall
+	RealtimeResponseDone                               // the agent finished a response
+	RealtimeError                                      // Err
+)
+
+// RealtimeEvent is one speech-to-speech event.
+type RealtimeEvent struct {
+	Type     RealtimeEventType
+	Audio    []int16
+	Text     string
+	ItemID   string
+	ToolCall *ToolCall
+	Err      error
 }
