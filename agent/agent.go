@@ -84,7 +84,7 @@ const (
 type Message struct {
 	Role       string     `json:"role"`
 	Content    string     `json:"content"`
-	ToolCalls  []ToolCall `json:"tool_calls,omitempty"`  // assistant messages that call tools
+	ToolCalls  []ToolCall `json:"tool_calls,omitempty"`   // assistant messages that call tools
 	ToolCallID string     `json:"tool_call_id,omitempty"` // tool results
 }
 
