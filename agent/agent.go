@@ -213,3 +213,20 @@ type RealtimeEvent struct {
 	ToolCall *ToolCall
 	Err      error
 }
+
+// ProviderConfig selects and configures one provider client. It is part of
+// an agent's definition; agent/providers turns it into a client.
+type ProviderConfig struct {
+	// Provider is "openai", "openai-realtime", "deepgram" or "elevenlabs".
+	Provider string `json:"provider" yaml:"provider"`
+	// BaseURL overrides the provider's endpoint (any OpenAI-compatible
+	// server, a gateway, or a test fake).
+	BaseURL string `json:"base_url,omitempty" yaml:"base_url,omitempty"`
+	// APIKey is the key itself; APIKeyEnv names an environment variable
+	// holding it instead. Keys are never logged nor returned in full.
+	APIKey    string `json:"api_key,omitempty" yaml:"api_key,omitempty"`
+	APIKeyEnv string `json:"api_key_env,omitempty" yaml:"api_key_env,omitempty"`
+	Model     string `json:"model,omitempty" yaml:"model,omitempty"`
+	Voice     string `json:"voice,omitempty" yaml:"voice,omitempty"`
+	Language  string `json:"language,omitempty" yaml:"language,omitempty"`
+}
