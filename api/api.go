@@ -140,5 +140,17 @@ func (s *Server) getCall(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, "internal", "could not read call")
 		return
 	}
-	writeJSON(w, http.StatusOK, c)
+	actions, err := s.store.ListActionRuns(r.Context(), c.ID)
+	if err != nil {
+		s.log.Error("get call actions", "err", err)
+		writeError(w, http.StatusInternalServerError, "internal", "could not read call")
+		return
+	}
+	writeJSON(w, http.StatusOK, callView{Call: c, Actions: actions})
+}
+
+// callView is a call with the actions its flows executed.
+type callView struct {
+	*store.Call
+	Actions []store.ActionRun `json:"actions"`
 }

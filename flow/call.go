@@ -30,21 +30,26 @@ type Call struct {
 
 	stream *media.Stream // set by answer; only the runner goroutine writes it
 	digits chan rune     // DTMF from RTP and SIP INFO, in order; type-ahead
-	wg     sync.WaitGroup
+	// keyPressed is signalled after each digit queued, for prompts that a
+	// key may cut short.
+	keyPressed chan struct{}
+	wg         sync.WaitGroup
 
 	mu          sync.Mutex
 	rec         store.Call
 	localReason store.HangupReason // why we ended the call, when we did
+	variables   map[string]string
 }
 
 func newInboundCall(ct *Controller, leg *sip.Leg) (*Call, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Call{
-		ct:     ct,
-		leg:    leg,
-		ctx:    ctx,
-		cancel: cancel,
-		digits: make(chan rune, 64),
+		ct:         ct,
+		leg:        leg,
+		ctx:        ctx,
+		cancel:     cancel,
+		digits:     make(chan rune, 64),
+		keyPressed: make(chan struct{}, 1),
 		rec: store.Call{
 			SIPCallID:   leg.CallID,
 			Direction:   store.DirectionIncoming,
@@ -61,6 +66,15 @@ func newInboundCall(ct *Controller, leg *sip.Leg) (*Call, error) {
 		return nil, fmt.Errorf("create call record: %w", err)
 	}
 	c.log = ct.log.With("call_id", c.rec.ID, "sip_call_id", leg.CallID)
+	c.variables = map[string]string{
+		VarCallID:        c.rec.ID,
+		VarCallFrom:      leg.From,
+		VarCallTo:        leg.To,
+		VarCallDirection: string(store.DirectionIncoming),
+		VarCallDigits:    "",
+		"call.from_user": leg.FromUser,
+		"call.to_user":   leg.ToUser,
+	}
 	c.log.Info("call incoming", "from", leg.From, "to", leg.To, "source", leg.Source)
 	return c, nil
 }
@@ -68,7 +82,8 @@ func newInboundCall(ct *Controller, leg *sip.Leg) (*Call, error) {
 // ID is the call's record id.
 func (c *Call) ID() string { return c.rec.ID }
 
-// update changes the record under the lock and writes it.
+// update changes the record under the lock and writes it. f runs with c.mu
+// held: it must not call methods that take it.
 func (c *Call) update(f func(r *store.Call)) {
 	c.mu.Lock()
 	f(&c.rec)
@@ -109,19 +124,15 @@ func (c *Call) run(p *program) {
 		}
 	}()
 
-	for i, step := range p.steps {
-		if c.ctx.Err() != nil {
-			return
-		}
-		a := p.flow.Actions[i]
-		if err := step(c.ctx, c); err != nil {
-			if c.ctx.Err() != nil {
-				return
-			}
-			c.log.Error("action failed", "index", i, "action_id", a.ID, "type", a.Type, "err", err)
-			c.setLocalReason(store.ReasonFailed)
-			return
-		}
+	c.update(func(r *store.Call) { r.FlowID = p.flow.ID })
+	rn := &run{c: c, loops: map[loopKey]int{}}
+	err := rn.runFlow(c.ctx, p)
+	switch {
+	case err == nil, errors.Is(err, errStop), c.ctx.Err() != nil:
+	default:
+		c.log.Error("flow failed", "err", err)
+		c.warn("flow: " + err.Error())
+		c.setLocalReason(store.ReasonFailed)
 	}
 }
 
@@ -172,6 +183,7 @@ func (c *Call) finish() {
 	c.wg.Wait()
 
 	end := c.leg.EndInfo()
+	vars := c.vars()
 	c.mu.Lock()
 	local := c.localReason
 	c.mu.Unlock()
@@ -179,6 +191,7 @@ func (c *Call) finish() {
 		r.Status = store.StatusHangup
 		r.TMHangup = now()
 		r.HangupBy, r.HangupReason, r.SIPCode = hangupOf(end, local)
+		r.Variables = vars
 		if c.stream != nil {
 			st := c.stream.Stats()
 			r.RTPPacketsIn, r.RTPPacketsOut, r.RTPPacketsLost = st.PacketsIn, st.PacketsOut, st.PacketsLost
@@ -273,6 +286,10 @@ func (c *Call) collectDTMF() {
 		select {
 		case c.digits <- d:
 		default: // nobody is reading digits; the record still has them
+		}
+		select {
+		case c.keyPressed <- struct{}{}:
+		default:
 		}
 	}
 }

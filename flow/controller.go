@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/voxbridge/voxbridge/media"
 	"github.com/voxbridge/voxbridge/sip"
@@ -29,15 +31,31 @@ type Config struct {
 	RouteMediaIP bool
 	Ports        media.PortRange
 	// Flow runs every inbound call; nil means DefaultFlow.
-	Flow   *Flow
-	Logger *slog.Logger
+	Flow *Flow
+	// DefaultFlowID, when set, names a stored flow that runs inbound calls
+	// instead of Flow (looked up per call, so edits apply to the next call).
+	DefaultFlowID string
+	Logger        *slog.Logger
+	// MaxActions caps the actions one call executes (0: DefaultMaxActions).
+	MaxActions int
+	// Now is the clock of condition_datetime (nil: time.Now).
+	Now func() time.Time
 }
 
 // Controller owns the live calls.
 type Controller struct {
-	cfg  Config
-	log  *slog.Logger
-	prog *program
+	cfg        Config
+	log        *slog.Logger
+	prog       *program
+	maxActions int
+	now        func() time.Time
+	audio      *audioCache
+	http       *http.Client
+
+	// Work a call starts that may outlive it (asynchronous webhooks).
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
+	bgWG     sync.WaitGroup
 
 	mu       sync.Mutex
 	calls    map[string]*Call
@@ -64,7 +82,62 @@ func NewController(cfg Config) (*Controller, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Controller{cfg: cfg, log: log, prog: prog, calls: map[string]*Call{}}, nil
+	ct := &Controller{
+		cfg: cfg, log: log, prog: prog, calls: map[string]*Call{},
+		maxActions: cfg.MaxActions, now: cfg.Now,
+		audio: newAudioCache(),
+		http:  &http.Client{},
+	}
+	if ct.maxActions <= 0 {
+		ct.maxActions = DefaultMaxActions
+	}
+	if ct.now == nil {
+		ct.now = time.Now
+	}
+	ct.bgCtx, ct.bgCancel = context.WithCancel(context.Background())
+	return ct, nil
+}
+
+// background runs f in a goroutine the controller owns: Shutdown waits for
+// it (and cancels it if shutdown takes too long).
+func (ct *Controller) background(f func(ctx context.Context)) {
+	ct.bgWG.Add(1)
+	go func() {
+		defer ct.bgWG.Done()
+		f(ct.bgCtx)
+	}()
+}
+
+// route picks the flow an inbound call runs.
+func (ct *Controller) route(c *Call) *program {
+	if ct.cfg.DefaultFlowID == "" {
+		return ct.prog
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, storeTimeout)
+	defer cancel()
+	p, err := ct.lookup(ctx, ct.cfg.DefaultFlowID)
+	if err != nil {
+		c.log.Error("default flow unavailable; running the built-in one", "flow_id", ct.cfg.DefaultFlowID, "err", err)
+		c.warn(fmt.Sprintf("default flow %s: %v", ct.cfg.DefaultFlowID, err))
+		return ct.prog
+	}
+	return p
+}
+
+// lookup finds a flow by id in the store and compiles it.
+func (ct *Controller) lookup(ctx context.Context, id string) (*program, error) {
+	if id == ct.prog.flow.ID {
+		return ct.prog, nil
+	}
+	sf, err := ct.cfg.Store.GetFlow(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	f, err := FromStore(sf)
+	if err != nil {
+		return nil, err
+	}
+	return f.compile()
 }
 
 // HandleInbound is the sip.CallHandler: it runs a new inbound call to its
@@ -89,7 +162,7 @@ func (ct *Controller) HandleInbound(leg *sip.Leg) {
 	ct.mu.Lock()
 	ct.calls[c.ID()] = c
 	ct.mu.Unlock()
-	c.run(ct.prog)
+	c.run(ct.route(c))
 	ct.mu.Lock()
 	delete(ct.calls, c.ID())
 	ct.mu.Unlock()
@@ -109,11 +182,13 @@ func (ct *Controller) Shutdown(ctx context.Context) error {
 		c.stop(store.ReasonServerShutdown)
 	}
 	done := make(chan struct{})
-	go func() { ct.wg.Wait(); close(done) }()
+	go func() { ct.wg.Wait(); ct.bgWG.Wait(); close(done) }()
 	select {
 	case <-done:
+		ct.bgCancel()
 		return nil
 	case <-ctx.Done():
+		ct.bgCancel()
 		return fmt.Errorf("shutdown: %d calls still live: %w", len(live), ctx.Err())
 	}
 }

@@ -110,4 +110,11 @@ type Call struct {
 	TMRinging      *time.Time   `json:"tm_ringing"`
 	TMProgressing  *time.Time   `json:"tm_progressing"` // answered
 	TMHangup       *time.Time   `json:"tm_hangup"`
+	// FlowID is the flow the call started with.
+	FlowID string `json:"flow_id"`
+	// Variables are the call's flow variables when it was last written.
+	Variables map[string]string `json:"variables"`
+	// Warnings note things that went wrong without ending the call (an
+	// unknown variable, an action that failed).
+	Warnings []string `json:"warnings"`
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -33,7 +34,7 @@ type ListOptions struct {
 
 const callColumns = `id, sip_call_id, direction, source, destination, source_addr, status,
 	hangup_by, hangup_reason, sip_code, codec, dtmf, rtp_packets_in, rtp_packets_out, rtp_packets_lost,
-	tm_create, tm_ringing, tm_progressing, tm_hangup`
+	tm_create, tm_ringing, tm_progressing, tm_hangup, flow_id, variables, warnings`
 
 // CreateCall inserts c. It sets c.ID (a UUID v4) if empty and c.TMCreate
 // (now) if zero, and normalises c's times to UTC milliseconds.
@@ -50,10 +51,10 @@ func (db *DB) CreateCall(ctx context.Context, c *Call) error {
 		return fmt.Errorf("create call %s: %w", c.ID, err)
 	}
 	_, err = db.w.ExecContext(ctx, `INSERT INTO calls (`+callColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		c.ID, a.sipCallID, a.direction, a.source, a.destination, a.sourceAddr, a.status,
 		a.hangupBy, a.hangupReason, a.sipCode, a.codec, a.dtmf, a.rtpIn, a.rtpOut, a.rtpLost,
-		a.tmCreate, a.tmRinging, a.tmProgressing, a.tmHangup)
+		a.tmCreate, a.tmRinging, a.tmProgressing, a.tmHangup, a.flowID, a.variables, a.warnings)
 	if err != nil {
 		return fmt.Errorf("create call %s: %w", c.ID, err)
 	}
@@ -75,12 +76,14 @@ func (db *DB) UpdateCall(ctx context.Context, c *Call) error {
 		sip_call_id = ?, direction = ?, source = ?, destination = ?, source_addr = ?, status = ?,
 		hangup_by = ?, hangup_reason = ?, sip_code = ?, codec = ?, dtmf = ?,
 		rtp_packets_in = ?, rtp_packets_out = ?, rtp_packets_lost = ?,
-		tm_ringing = ?, tm_progressing = ?, tm_hangup = ?
+		tm_ringing = ?, tm_progressing = ?, tm_hangup = ?,
+		flow_id = ?, variables = ?, warnings = ?
 		WHERE id = ?`,
 		a.sipCallID, a.direction, a.source, a.destination, a.sourceAddr, a.status,
 		a.hangupBy, a.hangupReason, a.sipCode, a.codec, a.dtmf,
 		a.rtpIn, a.rtpOut, a.rtpLost,
 		a.tmRinging, a.tmProgressing, a.tmHangup,
+		a.flowID, a.variables, a.warnings,
 		c.ID)
 	if err != nil {
 		return fmt.Errorf("update call %s: %w", c.ID, err)
@@ -238,6 +241,7 @@ type callRow struct {
 	rtpIn, rtpOut, rtpLost                                        int64
 	tmCreate                                                      int64
 	tmRinging, tmProgressing, tmHangup                            sql.NullInt64
+	flowID, variables, warnings                                   string
 }
 
 // callArgs validates c and converts it for the database. Enumerations are
@@ -270,6 +274,13 @@ func callArgs(c *Call) (callRow, error) {
 	a.sipCode, a.codec, a.dtmf = c.SIPCode, c.Codec, c.DTMF
 	a.tmCreate = c.TMCreate.UnixMilli()
 	a.tmRinging, a.tmProgressing, a.tmHangup = nullMillis(c.TMRinging), nullMillis(c.TMProgressing), nullMillis(c.TMHangup)
+	a.flowID = c.FlowID
+	if a.variables, err = jsonText(c.Variables, "{}"); err != nil {
+		return callRow{}, fmt.Errorf("%w: variables: %v", ErrInvalid, err)
+	}
+	if a.warnings, err = jsonText(c.Warnings, "[]"); err != nil {
+		return callRow{}, fmt.Errorf("%w: warnings: %v", ErrInvalid, err)
+	}
 	return a, nil
 }
 
@@ -280,11 +291,21 @@ func scanCall(s scanner, c *Call) error {
 		direction, status, hangupBy, hangupReason string
 		rtpIn, rtpOut, rtpLost, tmCreate          int64
 		tmRinging, tmProgressing, tmHangup        sql.NullInt64
+		variables, warnings                       string
 	)
 	if err := s.Scan(&c.ID, &c.SIPCallID, &direction, &c.Source, &c.Destination, &c.SourceAddr, &status,
 		&hangupBy, &hangupReason, &c.SIPCode, &c.Codec, &c.DTMF, &rtpIn, &rtpOut, &rtpLost,
-		&tmCreate, &tmRinging, &tmProgressing, &tmHangup); err != nil {
+		&tmCreate, &tmRinging, &tmProgressing, &tmHangup, &c.FlowID, &variables, &warnings); err != nil {
 		return err
+	}
+	// JSON columns are only ever written by jsonText; a row edited by hand
+	// into something else reads as empty rather than failing the list.
+	// Empty ones read as nil, as they were written.
+	if variables != "{}" {
+		_ = json.Unmarshal([]byte(variables), &c.Variables)
+	}
+	if warnings != "[]" {
+		_ = json.Unmarshal([]byte(warnings), &c.Warnings)
 	}
 	c.Direction, c.Status = Direction(direction), CallStatus(status)
 	c.HangupBy, c.HangupReason = HangupBy(hangupBy), HangupReason(hangupReason)
@@ -294,6 +315,18 @@ func scanCall(s scanner, c *Call) error {
 	c.TMCreate = fromMillis(tmCreate)
 	c.TMRinging, c.TMProgressing, c.TMHangup = timePtr(tmRinging), timePtr(tmProgressing), timePtr(tmHangup)
 	return nil
+}
+
+// jsonText encodes v for a JSON column, with empty for a nil map or slice.
+func jsonText[T any](v T, empty string) (string, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return "", err
+	}
+	if string(b) == "null" {
+		return empty, nil
+	}
+	return string(b), nil
 }
 
 func toInt64(field string, v uint64) (int64, error) {

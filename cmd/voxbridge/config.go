@@ -21,6 +21,10 @@ type serveConfig struct {
 	DB       string `yaml:"db"`
 	PublicIP string `yaml:"public_ip"`
 	LogLevel string `yaml:"log_level"`
+	// FlowsDir holds flow files loaded at start and on SIGHUP.
+	FlowsDir string `yaml:"flows_dir"`
+	// DefaultFlow names the flow inbound calls run ("" = built-in echo test).
+	DefaultFlow string `yaml:"default_flow"`
 }
 
 func defaultServeConfig() serveConfig {
@@ -46,6 +50,8 @@ var settings = []setting{
 	{"db", "VOXBRIDGE_DB", "SQLite database file", func(c *serveConfig) *string { return &c.DB }},
 	{"public-ip", "VOXBRIDGE_PUBLIC_IP", "address advertised in SIP and SDP (default: detected)", func(c *serveConfig) *string { return &c.PublicIP }},
 	{"log-level", "VOXBRIDGE_LOG_LEVEL", "debug, info, warn or error", func(c *serveConfig) *string { return &c.LogLevel }},
+	{"flows-dir", "VOXBRIDGE_FLOWS_DIR", "directory of flow files (JSON/YAML), loaded at start and on SIGHUP", func(c *serveConfig) *string { return &c.FlowsDir }},
+	{"default-flow", "VOXBRIDGE_DEFAULT_FLOW", "id of the flow inbound calls run (default: the built-in echo test)", func(c *serveConfig) *string { return &c.DefaultFlow }},
 }
 
 // loadServeConfig resolves the configuration from args, the environment

@@ -16,6 +16,7 @@ const usage = `voxbridge: a self-hosted SIP voice server
 Usage:
   voxbridge serve [flags]          run the server (SIP, RTP, HTTP API)
   voxbridge dial [flags] <sip-uri> call a SIP URI as a test phone
+  voxbridge flows validate FILE... check flow files (JSON or YAML) offline
   voxbridge version                print the version
 
 Run "voxbridge <command> -h" for a command's flags.
@@ -32,6 +33,8 @@ func main() {
 		err = runServe(args)
 	case "dial":
 		err = runDial(args, os.Stdout)
+	case "flows":
+		err = runFlows(args, os.Stdout)
 	case "version":
 		fmt.Println("voxbridge", version)
 	case "help", "-h", "--help":

@@ -45,6 +45,7 @@ type instance struct {
 // options that are not configuration: tests swap the flow.
 type instanceOptions struct {
 	flow *flow.Flow
+	now  func() time.Time
 }
 
 func startInstance(cfg serveConfig, log *slog.Logger, opt instanceOptions) (*instance, error) {
@@ -90,16 +91,27 @@ func startInstance(cfg serveConfig, log *slog.Logger, opt instanceOptions) (*ins
 	}
 	inst.SIPTCP = tcp.Addr().(*net.TCPAddr)
 
+	if cfg.FlowsDir != "" {
+		ids, err := flow.LoadDir(ctx, db, cfg.FlowsDir)
+		if err != nil {
+			udp.Close()
+			tcp.Close()
+			return fail(fmt.Errorf("flows-dir: %w", err))
+		}
+		log.Info("flows loaded", "dir", cfg.FlowsDir, "flows", ids)
+	}
 	inst.calls, err = flow.NewController(flow.Config{
 		Store:   db,
 		MediaIP: mediaIP.Unmap(),
 		BindIP:  bindIP,
 		// With no public IP and an all-interfaces bind, answer each caller
 		// with the address our packets to it really come from.
-		RouteMediaIP: cfg.PublicIP == "" && (bindIP == nil || bindIP.IsUnspecified()),
-		Ports:        ports,
-		Flow:         opt.flow,
-		Logger:       log,
+		RouteMediaIP:  cfg.PublicIP == "" && (bindIP == nil || bindIP.IsUnspecified()),
+		Ports:         ports,
+		Flow:          opt.flow,
+		DefaultFlowID: cfg.DefaultFlow,
+		Now:           opt.now,
+		Logger:        log,
 	})
 	if err != nil {
 		udp.Close()
@@ -157,6 +169,23 @@ func (inst *instance) stop() {
 	}
 }
 
+// reloadFlows re-reads the flows directory (SIGHUP). A bad file refuses
+// the whole reload and the flows in use stay as they were.
+func (inst *instance) reloadFlows(dir string) {
+	if dir == "" {
+		inst.log.Info("SIGHUP: no --flows-dir to reload")
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ids, err := flow.LoadDir(ctx, inst.db, dir)
+	if err != nil {
+		inst.log.Error("flows reload refused; keeping the previous flows", "dir", dir, "err", err)
+		return
+	}
+	inst.log.Info("flows reloaded", "dir", dir, "flows", ids)
+}
+
 func newLogger(level string) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
@@ -202,8 +231,14 @@ func runServe(args []string) error {
 	log.Info("call it: voxbridge dial sip:echo@"+target+" --duration 10s", "calls", "http://"+inst.HTTP.String()+"/v1/calls")
 
 	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	s := <-sig
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	var s os.Signal
+	for s = range sig {
+		if s != syscall.SIGHUP {
+			break
+		}
+		inst.reloadFlows(cfg.FlowsDir)
+	}
 	log.Info("stopping", "signal", s.String(), "live_calls", inst.calls.LiveCalls())
 	signal.Stop(sig)
 	inst.Stop()

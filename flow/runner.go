@@ -1,0 +1,139 @@
+package flow
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/voxbridge/voxbridge/store"
+)
+
+// Runner limits.
+const (
+	// DefaultMaxActions caps the actions one call executes, so a loop in a
+	// flow cannot spin forever.
+	DefaultMaxActions = 1000
+	// maxFlowDepth caps nested fetch_flow calls.
+	maxFlowDepth = 10
+	// defaultActionTimeout bounds an action that declares no bound of its own.
+	defaultActionTimeout = 10 * time.Minute
+)
+
+// executor runs one action. It returns the id of the action to continue at
+// (a jump), or "" to continue at the action's successor.
+type executor func(ctx context.Context, r *run) (jump string, err error)
+
+// errStop ends the flow without error (the stop action).
+var errStop = errors.New("flow stopped")
+
+// run is one call's execution of flows: the program counter lives in
+// runFlow's frames; what persists across them lives here.
+type run struct {
+	c        *Call
+	executed int
+	depth    int
+	loops    map[loopKey]int // goto counters
+	seq      int             // executed actions, for the record
+
+	// The action being executed, for goto's per-action counter.
+	current      *Flow
+	currentIndex int
+}
+
+type loopKey struct {
+	flow  *Flow
+	index int
+}
+
+// flowLookup finds a flow by id for fetch_flow and on_complete_flow_id.
+type flowLookup func(ctx context.Context, id string) (*program, error)
+
+// runFlow runs p from its first action until it ends, then its
+// on_complete flow. It returns when the flow ends, the call ends, or an
+// action fails in a way that ends the call.
+func (r *run) runFlow(ctx context.Context, p *program) error {
+	r.depth++
+	defer func() { r.depth-- }()
+	if r.depth > maxFlowDepth {
+		return fmt.Errorf("flows nested deeper than %d", maxFlowDepth)
+	}
+	r.c.log.Info("flow start", "flow_id", p.flow.ID, "depth", r.depth)
+	for i := 0; i < len(p.steps); {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if r.executed >= r.c.ct.maxActions {
+			return fmt.Errorf("executed %d actions: limit reached (a loop in the flow?)", r.executed)
+		}
+		r.executed++
+		st := p.steps[i]
+		r.current, r.currentIndex = p.flow, i
+		jump, err := r.exec(ctx, p, i, st)
+		switch {
+		case errors.Is(err, errStop):
+			return errStop
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case err != nil:
+			// A failed action is recorded and the flow goes on, as a
+			// person would expect of a prompt that could not play.
+			r.c.log.Warn("action failed", "flow_id", p.flow.ID, "index", i, "action_id", st.action.ID, "type", st.action.Type, "err", err)
+		}
+		if jump != "" {
+			i = p.index[jump]
+		} else {
+			i = p.successor(i)
+		}
+	}
+	if next := p.flow.OnCompleteFlowID; next != "" {
+		np, err := r.c.ct.lookup(ctx, next)
+		if err != nil {
+			return fmt.Errorf("on_complete_flow_id %q: %w", next, err)
+		}
+		return r.runFlow(ctx, np)
+	}
+	return nil
+}
+
+// exec runs one action under its timeout and records it.
+func (r *run) exec(ctx context.Context, p *program, i int, st step) (string, error) {
+	timeout := st.timeout
+	if timeout == 0 {
+		timeout = defaultActionTimeout
+	}
+	actx, cancel := ctx, context.CancelFunc(func() {})
+	if timeout > 0 {
+		actx, cancel = context.WithTimeout(ctx, timeout)
+	}
+	defer cancel()
+	r.seq++
+	rec := store.ActionRun{
+		CallID:   r.c.ID(),
+		Seq:      r.seq,
+		FlowID:   p.flow.ID,
+		ActionID: st.action.ID,
+		Type:     st.action.Type,
+		TMStart:  time.Now().UTC(),
+	}
+	r.c.setVar("action.id", st.action.ID)
+	jump, err := st.exec(actx, r)
+	if err == nil && actx.Err() == context.DeadlineExceeded && ctx.Err() == nil {
+		err = fmt.Errorf("timed out after %v", timeout)
+	}
+	rec.TMEnd = time.Now().UTC()
+	switch {
+	case errors.Is(err, errStop):
+		rec.Result = "stop"
+	case err != nil && ctx.Err() != nil:
+		rec.Result = "hangup"
+	case err != nil:
+		rec.Result, rec.Error = "error", err.Error()
+	case jump != "":
+		rec.Result = "jump:" + jump
+	default:
+		rec.Result = "ok"
+	}
+	r.c.recordAction(rec)
+	return jump, err
+}
