@@ -30,8 +30,13 @@ lint:
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
 FUZZTIME ?= 20s
+# Each fuzz target for a bounded time (go test -fuzz takes one target at a time).
+FUZZ_TARGETS = FuzzParseNegotiate:./sip/sdp/ FuzzReader:./media/pcap/
 fuzz:
-	$(GO) test -run=NONE -fuzz=FuzzParseNegotiate -fuzztime=$(FUZZTIME) ./sip/sdp/
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  echo "fuzz $${t%%:*} ($${t#*:}) for $(FUZZTIME)"; \
+	  $(GO) test -run=NONE -fuzz="^$${t%%:*}$$" -fuzztime=$(FUZZTIME) "$${t#*:}"; \
+	done
 
 clean:
 	rm -rf bin

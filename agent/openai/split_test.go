@@ -1,0 +1,77 @@
+package openai
+
+import (
+	"slices"
+	"testing"
+)
+
+// segments feeds deltas through the splitter the way ttsStream does and
+// returns the segments cut before a flush, plus the remainder.
+func segments(sp splitter, deltas ...string) ([]string, string) {
+	var out []string
+	pending := ""
+	for _, d := range deltas {
+		pending += d
+		for {
+			seg, rest, ok := sp.next(trimLeftSpace(pending))
+			if !ok {
+				break
+			}
+			pending = rest
+			out = append(out, seg)
+		}
+	}
+	return out, trimLeftSpace(pending)
+}
+
+func trimLeftSpace(s string) string {
+	for len(s) > 0 && (s[0] == ' ' || s[0] == '\n' || s[0] == '\t' || s[0] == '\r') {
+		s = s[1:]
+	}
+	return s
+}
+
+func TestSplitter(t *testing.T) {
+	sp := splitter{minClause: 20, maxLen: 60}
+	cases := []struct {
+		name   string
+		deltas []string
+		segs   []string
+		rest   string
+	}{
+		{"sentences", []string{"Hi", " there", ".", " How", " are", " you", "?", " Fine"},
+			[]string{"Hi there.", "How are you?"}, "Fine"},
+		{"period waits for the next character", []string{"It costs 3", ".", "5 dollars."},
+			nil, "It costs 3.5 dollars."},
+		{"decimal then sentence", []string{"It costs 3.5 dollars. Okay"},
+			[]string{"It costs 3.5 dollars."}, "Okay"},
+		{"abbreviations and initials", []string{"Dr. Smith and J. R. Tolkien e.g. this. Next"},
+			[]string{"Dr. Smith and J. R. Tolkien e.g. this."}, "Next"},
+		{"short clause stays", []string{"Yes, of course. "},
+			[]string{"Yes, of course."}, ""},
+		{"long clause splits at comma", []string{"If you could give me your account number, I will look it up"},
+			[]string{"If you could give me your account number,"}, "I will look it up"},
+		{"closing quote and repeated marks", []string{`He said "stop!" Then?! Yes... ok`},
+			[]string{`He said "stop!"`, "Then?!", "Yes..."}, "ok"},
+		{"newline ends a segment", []string{"First line\nSecond"},
+			[]string{"First line"}, "Second"},
+		{"no punctuation splits at a space when long", []string{"word word word word word word word word word word word word word word word"},
+			[]string{"word word word word word word word word word word word word"}, "word word word"},
+		{"unicode", []string{"Voilà, très bien. ¿Qué tal? Ok"},
+			[]string{"Voilà, très bien.", "¿Qué tal?"}, "Ok"},
+	}
+	for _, c := range cases {
+		segs, rest := segments(sp, c.deltas...)
+		if !slices.Equal(segs, c.segs) || rest != c.rest {
+			t.Errorf("%s:\n got %q + %q\nwant %q + %q", c.name, segs, rest, c.segs, c.rest)
+		}
+	}
+}
+
+func TestSpeakable(t *testing.T) {
+	for s, want := range map[string]bool{"...": false, " - ": false, "": false, "Ok": true, "42": true, "¿Sí?": true} {
+		if speakable(s) != want {
+			t.Errorf("speakable(%q) = %v", s, !want)
+		}
+	}
+}
