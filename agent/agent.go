@@ -11,6 +11,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"time"
 )
 
@@ -147,7 +148,7 @@ type TTSStream interface {
 // TTSChunk is a piece of synthesized audio.
 type TTSChunk struct {
 	PCM []int16
-	// Words that start in this chunk, with offsets from the start of the
+	// Words completed in this chunk, with offsets from the start of the
 	// stream's audio, when the provider gives alignment.
 	Words []WordTiming
 	// Final marks the last chunk for everything flushed so far.
@@ -195,13 +196,13 @@ type RealtimeEventType int
 
 const (
 	RealtimeAudio         RealtimeEventType = iota + 1 // agent audio (Audio, ItemID)
-	RealtimeAgentText                                  // transcript of the agent's speech (Text, ItemID)
+	RealtimeAgentText                                  // transcript delta of the agent's speech (Text, ItemID): join by ItemID
 	RealtimeUserText                                   // transcript of the caller's speech (Text)
 	RealtimeSpeechStarted                              // server VAD: caller started speaking
 	RealtimeSpeechStopped                              // server VAD: caller stopped
 	RealtimeToolCall                                   // ToolCall
 	RealtimeResponseDone                               // the agent finished a response
-	RealtimeError                                      // Err
+	RealtimeError                                      // Err; the session is over only when Events closes
 )
 
 // RealtimeEvent is one speech-to-speech event.
@@ -229,4 +230,24 @@ type ProviderConfig struct {
 	Model     string `json:"model,omitempty" yaml:"model,omitempty"`
 	Voice     string `json:"voice,omitempty" yaml:"voice,omitempty"`
 	Language  string `json:"language,omitempty" yaml:"language,omitempty"`
+}
+
+// LogValue keeps keys out of logs: only the key's last 4 characters show.
+func (p ProviderConfig) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("provider", p.Provider), slog.String("base_url", p.BaseURL),
+		slog.String("api_key", MaskKey(p.APIKey)), slog.String("api_key_env", p.APIKeyEnv),
+		slog.String("model", p.Model), slog.String("voice", p.Voice), slog.String("language", p.Language))
+}
+
+// MaskKey shows a key as "****" plus its last 4 characters (all masked
+// when it is short enough that 4 characters would give much away).
+func MaskKey(key string) string {
+	switch {
+	case key == "":
+		return ""
+	case len(key) < 12:
+		return "****"
+	}
+	return "****" + key[len(key)-4:]
 }

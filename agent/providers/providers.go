@@ -210,15 +210,7 @@ func Redact(c agent.ProviderConfig) agent.ProviderConfig {
 
 // MaskKey shows only the last four characters of key; keys shorter than 12
 // characters are masked entirely, since four would be too much of them.
-func MaskKey(key string) string {
-	switch {
-	case key == "":
-		return ""
-	case len(key) < 12:
-		return "****"
-	}
-	return "****" + key[len(key)-4:]
-}
+func MaskKey(key string) string { return agent.MaskKey(key) }
 
 // redactURL hides a password in the userinfo and the values of query
 // parameters that look like credentials.
