@@ -76,8 +76,12 @@ func newInboundCall(ct *Controller, leg *sip.Leg) (*Call, error) {
 		"call.to_user":   leg.ToUser,
 	}
 	c.log.Info("call incoming", "from", leg.From, "to", leg.To, "source", leg.Source)
+	c.publish(EventCallCreated, c.rec)
 	return c, nil
 }
+
+// publish puts a call event on the controller's bus.
+func (c *Call) publish(typ string, data any) { c.ct.cfg.Bus.Publish(typ, c.rec.ID, data) }
 
 // ID is the call's record id.
 func (c *Call) ID() string { return c.rec.ID }
@@ -112,6 +116,7 @@ func (c *Call) run(p *program) {
 	}
 	if err := c.leg.Ringing(); err == nil {
 		c.update(func(r *store.Call) { r.TMRinging = now() })
+		c.publish(EventCallRinging, nil)
 	}
 	// The caller hanging up (or cancelling) ends everything the call runs.
 	c.wg.Add(1)
@@ -197,7 +202,11 @@ func (c *Call) finish() {
 			r.RTPPacketsIn, r.RTPPacketsOut, r.RTPPacketsLost = st.PacketsIn, st.PacketsOut, st.PacketsLost
 		}
 	})
-	c.log.Info("call ended", "hangup_by", c.rec.HangupBy, "reason", c.rec.HangupReason)
+	c.mu.Lock()
+	final := c.rec
+	c.mu.Unlock()
+	c.publish(EventCallHangup, final)
+	c.log.Info("call ended", "hangup_by", final.HangupBy, "reason", final.HangupReason)
 }
 
 // hangupOf maps how the leg ended, and why we ended it if we did, to the
@@ -259,6 +268,7 @@ func (c *Call) answer(ctx context.Context) error {
 		r.TMProgressing = now()
 		r.Codec = codec.Name
 	})
+	c.publish(EventCallAnswered, map[string]any{"codec": codec.Name})
 	c.log.Info("call answered", "codec", codec.Name, "remote_media", n.RemoteAddr.String(), "local_port", port, "dtmf_pt", n.DTMFPayloadType)
 	return nil
 }
@@ -282,6 +292,7 @@ func (c *Call) collectDTMF() {
 			return
 		}
 		c.log.Info("dtmf", "digit", string(d))
+		c.publish(EventDTMF, map[string]string{"digit": string(d)})
 		c.update(func(r *store.Call) { r.DTMF += string(d) })
 		select {
 		case c.digits <- d:

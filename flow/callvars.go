@@ -74,6 +74,7 @@ func (c *Call) recordAction(a store.ActionRun) {
 	if err := c.ct.cfg.Store.AddActionRun(ctx, &a); err != nil {
 		c.log.Error("record action", "err", err)
 	}
+	c.publish(EventActionExecuted, a)
 }
 
 // playBarge plays pcm; with barge dtmf a key stops it (the key stays queued

@@ -40,6 +40,8 @@ type Config struct {
 	MaxActions int
 	// Now is the clock of condition_datetime (nil: time.Now).
 	Now func() time.Time
+	// Bus receives every call event; nil publishes nothing.
+	Bus *Bus
 }
 
 // Controller owns the live calls.
