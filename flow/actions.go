@@ -36,6 +36,7 @@ var actionTypes = map[string]func(raw json.RawMessage) (step, error){
 	"condition_datetime": define(compileConditionDatetime),
 	"variable_set":       define(compileVariableSet),
 	"webhook_send":       define(compileWebhookSend),
+	"media_stream":       define(compileMediaStream),
 }
 
 // fetch_flow compiles flows itself, so it joins the table at init to break

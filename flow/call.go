@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/voxbridge/voxbridge/media"
@@ -34,6 +35,11 @@ type Call struct {
 	// key may cut short.
 	keyPressed chan struct{}
 	wg         sync.WaitGroup
+
+	// answered is set once the stream exists and the 200 OK was sent;
+	// other goroutines (the API) check it before touching stream.
+	answered  atomic.Bool
+	mediaBusy atomic.Bool // a media websocket is attached
 
 	mu          sync.Mutex
 	rec         store.Call
@@ -263,6 +269,7 @@ func (c *Call) answer(ctx context.Context) error {
 	if err := c.leg.Answer(c.ct.mediaIPFor(n.RemoteAddr.Addr()), port); err != nil {
 		return err
 	}
+	c.answered.Store(true)
 	c.update(func(r *store.Call) {
 		r.Status = store.StatusProgressing
 		r.TMProgressing = now()

@@ -73,6 +73,7 @@ func TestEveryActionTypeHasExecutor(t *testing.T) {
 		"variable_set":       `{"key":"x","value":"y"}`,
 		"fetch_flow":         `{"flow_id":"other"}`,
 		"webhook_send":       `{"url":"http://127.0.0.1:1/hook"}`,
+		"media_stream":       `{"url":"ws://127.0.0.1:1/agent","encoding":"l16","direction":"both"}`,
 	}
 	for typ, spec := range actionTypes {
 		opt, ok := minimal[typ]
@@ -126,6 +127,8 @@ func TestValidateGraph(t *testing.T) {
 		{"webhook not http", `[{"type":"webhook_send","option":{"url":"file:///etc/passwd"}}]`, []string{"option.url"}},
 		{"webhook bad method", `[{"type":"webhook_send","option":{"url":"http://127.0.0.1/x","method":"TRACE"}}]`, []string{"option.method"}},
 		{"beep out of band", `[{"type":"beep","option":{"frequency_hz":5000}}]`, []string{"option.frequency_hz"}},
+		{"media_stream not ws", `[{"type":"media_stream","option":{"url":"http://127.0.0.1/x"}}]`, []string{"option.url"}},
+		{"media_stream bad encoding", `[{"type":"media_stream","option":{"url":"ws://127.0.0.1/x","encoding":"opus"}}]`, []string{"option.encoding"}},
 		{"play barge speech", `[{"type":"play","option":{"prompt":"greeting","barge":"shout"}}]`, []string{"option.barge"}},
 	}
 	for _, c := range cases {
