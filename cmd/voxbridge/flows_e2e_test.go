@@ -398,3 +398,15 @@ func TestFlowsValidateAndLoadDir(t *testing.T) {
 		t.Fatalf("reload with a broken file lost the good flow: %v", err)
 	}
 }
+
+// The example flows in testdata/flows are valid.
+func TestExampleFlowsValidate(t *testing.T) {
+	paths, _ := filepath.Glob("../../testdata/flows/*")
+	if len(paths) == 0 {
+		t.Fatal("no example flows")
+	}
+	var out strings.Builder
+	if err := runFlows(append([]string{"validate"}, paths...), &out); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+}

@@ -17,6 +17,7 @@ Usage:
   voxbridge serve [flags]          run the server (SIP, RTP, HTTP API)
   voxbridge dial [flags] <sip-uri> call a SIP URI as a test phone
   voxbridge flows validate FILE... check flow files (JSON or YAML) offline
+  voxbridge load [flags]           place many test calls against a server and report
   voxbridge version                print the version
 
 Run "voxbridge <command> -h" for a command's flags.
@@ -35,6 +36,8 @@ func main() {
 		err = runDial(args, os.Stdout)
 	case "flows":
 		err = runFlows(args, os.Stdout)
+	case "load":
+		err = runLoad(args, os.Stdout)
 	case "version":
 		fmt.Println("voxbridge", version)
 	case "help", "-h", "--help":
