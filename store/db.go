@@ -314,3 +314,15 @@ func mustSub(fsys fs.FS, dir string) fs.FS {
 	}
 	return sub
 }
+
+// IntegrityCheck runs SQLite's full integrity check; nil means "ok".
+func (db *DB) IntegrityCheck(ctx context.Context) error {
+	var res string
+	if err := db.r.QueryRowContext(ctx, "PRAGMA integrity_check").Scan(&res); err != nil {
+		return fmt.Errorf("integrity check: %w", err)
+	}
+	if res != "ok" {
+		return fmt.Errorf("integrity check: %s", res)
+	}
+	return nil
+}
