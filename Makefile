@@ -31,7 +31,7 @@ lint:
 
 FUZZTIME ?= 20s
 # Each fuzz target for a bounded time (go test -fuzz takes one target at a time).
-FUZZ_TARGETS = FuzzParseNegotiate:./sip/sdp/ FuzzReader:./media/pcap/
+FUZZ_TARGETS = FuzzParseNegotiate:./sip/sdp/ FuzzReader:./media/pcap/ FuzzParseValidate:./flow/
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 	  echo "fuzz $${t%%:*} ($${t#*:}) for $(FUZZTIME)"; \
