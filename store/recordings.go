@@ -1,0 +1,121 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Recording statuses.
+const (
+	RecordingActive    = "recording"
+	RecordingCompleted = "completed"
+	RecordingFailed    = "failed"
+)
+
+// Recording is one recording of a call.
+type Recording struct {
+	ID         string     `json:"id"`
+	CallID     string     `json:"call_id"`
+	Path       string     `json:"-"` // a server path; the API serves the audio instead
+	Format     string     `json:"format"`
+	Channels   int        `json:"channels"`
+	DurationMS int64      `json:"duration_ms"`
+	Status     string     `json:"status"`
+	Error      string     `json:"error,omitempty"`
+	TMStart    time.Time  `json:"tm_start"`
+	TMEnd      *time.Time `json:"tm_end"`
+}
+
+const recordingColumns = `id, call_id, path, format, channels, duration_ms, status, error, tm_start, tm_end`
+
+// CreateRecording inserts r, setting its id and start time when empty.
+func (db *DB) CreateRecording(ctx context.Context, r *Recording) error {
+	if r.ID == "" {
+		r.ID = uuid.NewString()
+	}
+	if r.TMStart.IsZero() {
+		r.TMStart = db.now()
+	}
+	r.TMStart = fromMillis(r.TMStart.UnixMilli())
+	if r.Status == "" {
+		r.Status = RecordingActive
+	}
+	_, err := db.w.ExecContext(ctx, `INSERT INTO recordings (`+recordingColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		r.ID, r.CallID, r.Path, r.Format, r.Channels, r.DurationMS, r.Status, r.Error, r.TMStart.UnixMilli(), nullMillis(r.TMEnd))
+	if err != nil {
+		return fmt.Errorf("create recording %s: %w", r.ID, err)
+	}
+	return nil
+}
+
+// FinishRecording records how a recording ended.
+func (db *DB) FinishRecording(ctx context.Context, id, status, errMsg string, duration time.Duration) error {
+	end := db.now().UTC().UnixMilli()
+	res, err := db.w.ExecContext(ctx, `UPDATE recordings SET status = ?, error = ?, duration_ms = ?, tm_end = ? WHERE id = ?`,
+		status, errMsg, duration.Milliseconds(), end, id)
+	if err != nil {
+		return fmt.Errorf("finish recording %s: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("finish recording %s: %w", id, ErrNotFound)
+	}
+	return nil
+}
+
+// ListRecordings returns a call's recordings, oldest first.
+func (db *DB) ListRecordings(ctx context.Context, callID string) ([]Recording, error) {
+	rows, err := db.r.QueryContext(ctx, `SELECT `+recordingColumns+` FROM recordings WHERE call_id = ? ORDER BY tm_start, id`, callID)
+	if err != nil {
+		return nil, fmt.Errorf("list recordings %s: %w", callID, err)
+	}
+	defer rows.Close()
+	out := []Recording{}
+	for rows.Next() {
+		r, err := scanRecording(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list recordings %s: %w", callID, err)
+		}
+		out = append(out, *r)
+	}
+	return out, rows.Err()
+}
+
+// GetRecording returns one recording, or an error wrapping ErrNotFound.
+func (db *DB) GetRecording(ctx context.Context, id string) (*Recording, error) {
+	r, err := scanRecording(db.r.QueryRowContext(ctx, `SELECT `+recordingColumns+` FROM recordings WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		err = ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get recording %s: %w", id, err)
+	}
+	return r, nil
+}
+
+// FailUnfinishedRecordings marks recordings a crashed process left open as
+// failed (their files stay playable: the writer keeps the header valid).
+func (db *DB) FailUnfinishedRecordings(ctx context.Context, reason string) (int, error) {
+	res, err := db.w.ExecContext(ctx, `UPDATE recordings SET status = ?, error = ?, tm_end = ? WHERE status = ?`,
+		RecordingFailed, reason, db.now().UTC().UnixMilli(), RecordingActive)
+	if err != nil {
+		return 0, fmt.Errorf("fail unfinished recordings: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	return int(n), nil
+}
+
+func scanRecording(s scanner) (*Recording, error) {
+	var r Recording
+	var start int64
+	var end sql.NullInt64
+	if err := s.Scan(&r.ID, &r.CallID, &r.Path, &r.Format, &r.Channels, &r.DurationMS, &r.Status, &r.Error, &start, &end); err != nil {
+		return nil, err
+	}
+	r.TMStart, r.TMEnd = fromMillis(start), timePtr(end)
+	return &r, nil
+}
