@@ -58,6 +58,10 @@ type Leg struct {
 	Negotiated   sdp.Negotiated
 	NegotiateErr error // set when the offer has no usable audio: reject with 488
 
+	// Identity is who the call comes from: an authenticated extension, a
+	// trunk, or neither (anonymous, when the server allows it).
+	Identity
+
 	srv *Server
 	dlg *sipgo.DialogServerSession
 	tx  sip.ServerTransaction
@@ -126,6 +130,12 @@ func readOffer(req *sip.Request) (offer *sdp.Session, neg sdp.Negotiated, negErr
 	neg, negErr = sdp.Negotiate(offer, SupportedCodecs)
 	return offer, neg, negErr, 0, ""
 }
+
+// SIPCallID is the dialog's Call-ID.
+func (l *Leg) SIPCallID() string { return l.CallID }
+
+// Media is the remote media negotiated from the caller's offer.
+func (l *Leg) Media() sdp.Negotiated { return l.Negotiated }
 
 // Ringing sends 180 Ringing.
 func (l *Leg) Ringing() error {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -112,30 +113,50 @@ func (db *DB) GetCall(ctx context.Context, id string) (*Call, error) {
 	return &c, nil
 }
 
+// CallFilter narrows a call list. The zero value matches every call.
+type CallFilter struct {
+	// Statuses, when not empty, keeps calls in one of them.
+	Statuses []CallStatus
+	// Direction, when set, keeps calls of that direction.
+	Direction Direction
+	// From and To, when not zero, keep calls created at or after From and
+	// before To.
+	From, To time.Time
+}
+
 // ListCalls returns a page of calls, newest first (ties broken by id,
 // descending), and the token of the next page, "" after the last one. The
-// result is never nil so that it encodes as a JSON array.
+// result is never nil so that it encodes as a JSON array. An optional
+// filter narrows the list; the next page must be asked with the same one.
 //
 // Paging is by key, not offset: pages stay consistent while new calls arrive
 // (they sort before the first page) and cost the same however deep.
-func (db *DB) ListCalls(ctx context.Context, opt ListOptions) ([]Call, string, error) {
+func (db *DB) ListCalls(ctx context.Context, opt ListOptions, filter ...CallFilter) ([]Call, string, error) {
 	size, err := pageSize(opt.PageSize)
 	if err != nil {
 		return nil, "", fmt.Errorf("list calls: %w", err)
 	}
-	var rows *sql.Rows
-	if opt.PageToken == "" {
-		rows, err = db.r.QueryContext(ctx, `SELECT `+callColumns+` FROM calls
-			ORDER BY tm_create DESC, id DESC LIMIT ?`, size+1)
-	} else {
+	var where []string
+	var args []any
+	for _, f := range filter {
+		w, a, err := f.where()
+		if err != nil {
+			return nil, "", fmt.Errorf("list calls: %w", err)
+		}
+		where, args = append(where, w...), append(args, a...)
+	}
+	if opt.PageToken != "" {
 		tm, id, terr := decodePageToken(opt.PageToken)
 		if terr != nil {
 			return nil, "", fmt.Errorf("list calls: %w", terr)
 		}
-		rows, err = db.r.QueryContext(ctx, `SELECT `+callColumns+` FROM calls
-			WHERE (tm_create, id) < (?, ?)
-			ORDER BY tm_create DESC, id DESC LIMIT ?`, tm, id, size+1)
+		where, args = append(where, `(tm_create, id) < (?, ?)`), append(args, tm, id)
 	}
+	q := `SELECT ` + callColumns + ` FROM calls`
+	if len(where) > 0 {
+		q += ` WHERE ` + strings.Join(where, ` AND `)
+	}
+	rows, err := db.r.QueryContext(ctx, q+` ORDER BY tm_create DESC, id DESC LIMIT ?`, append(args, size+1)...)
 	if err != nil {
 		return nil, "", fmt.Errorf("list calls: %w", err)
 	}
@@ -161,6 +182,36 @@ func (db *DB) ListCalls(ctx context.Context, opt ListOptions) ([]Call, string, e
 	calls = calls[:size]
 	last := calls[size-1]
 	return calls, encodePageToken(last.TMCreate.UnixMilli(), last.ID), nil
+}
+
+// where returns f's conditions on the calls table and their arguments.
+func (f CallFilter) where() ([]string, []any, error) {
+	var where []string
+	var args []any
+	if len(f.Statuses) > 0 {
+		marks := make([]string, len(f.Statuses))
+		for i, st := range f.Statuses {
+			if !st.Valid() {
+				return nil, nil, fmt.Errorf("%w: status %q", ErrInvalid, st)
+			}
+			marks[i] = "?"
+			args = append(args, string(st))
+		}
+		where = append(where, `status IN (`+strings.Join(marks, ", ")+`)`)
+	}
+	if f.Direction != "" {
+		if !f.Direction.Valid() {
+			return nil, nil, fmt.Errorf("%w: direction %q", ErrInvalid, f.Direction)
+		}
+		where, args = append(where, `direction = ?`), append(args, string(f.Direction))
+	}
+	if !f.From.IsZero() {
+		where, args = append(where, `tm_create >= ?`), append(args, f.From.UnixMilli())
+	}
+	if !f.To.IsZero() {
+		where, args = append(where, `tm_create < ?`), append(args, f.To.UnixMilli())
+	}
+	return where, args, nil
 }
 
 // CloseUnfinishedCalls marks every call not yet hung up as hung up locally

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 
 	"gopkg.in/yaml.v3"
 )
@@ -25,15 +26,28 @@ type serveConfig struct {
 	FlowsDir string `yaml:"flows_dir"`
 	// DefaultFlow names the flow inbound calls run ("" = built-in echo test).
 	DefaultFlow string `yaml:"default_flow"`
+	// SIPDigest lists the digest algorithms challenged, in order.
+	SIPDigest string `yaml:"sip_digest"`
+	// SIPRealm is the digest realm; extension passwords are hashed for it.
+	SIPRealm string `yaml:"sip_realm"`
+	// SIPAnonymous lists the dialed users callers without an account may
+	// reach ("*": any; ""): none. They never reach a trunk.
+	SIPAnonymous string `yaml:"sip_anonymous"`
+	// HTTPTLSCert and HTTPTLSKey, together, serve the HTTP API over TLS.
+	HTTPTLSCert string `yaml:"http_tls_cert"`
+	HTTPTLSKey  string `yaml:"http_tls_key"`
 }
 
 func defaultServeConfig() serveConfig {
 	return serveConfig{
-		SIPAddr:  "0.0.0.0:5060",
-		HTTPAddr: "127.0.0.1:8080",
-		RTPPorts: "10000-20000",
-		DB:       "./voxbridge.db",
-		LogLevel: "info",
+		SIPAddr:      "0.0.0.0:5060",
+		HTTPAddr:     "127.0.0.1:8080",
+		RTPPorts:     "10000-20000",
+		DB:           "./voxbridge.db",
+		LogLevel:     "info",
+		SIPDigest:    "SHA-256,MD5",
+		SIPRealm:     "voxbridge",
+		SIPAnonymous: "echo",
 	}
 }
 
@@ -52,6 +66,11 @@ var settings = []setting{
 	{"log-level", "VOXBRIDGE_LOG_LEVEL", "debug, info, warn or error", func(c *serveConfig) *string { return &c.LogLevel }},
 	{"flows-dir", "VOXBRIDGE_FLOWS_DIR", "directory of flow files (JSON/YAML), loaded at start and on SIGHUP", func(c *serveConfig) *string { return &c.FlowsDir }},
 	{"default-flow", "VOXBRIDGE_DEFAULT_FLOW", "id of the flow inbound calls run (default: the built-in echo test)", func(c *serveConfig) *string { return &c.DefaultFlow }},
+	{"sip-digest", "VOXBRIDGE_SIP_DIGEST", "digest algorithms to challenge with, in order (SHA-256,MD5; put MD5 first for clients that answer only the first, such as SIPp 3.6 and baresip 1.0)", func(c *serveConfig) *string { return &c.SIPDigest }},
+	{"sip-realm", "VOXBRIDGE_SIP_REALM", "digest realm (extension passwords are hashed for it)", func(c *serveConfig) *string { return &c.SIPRealm }},
+	{"sip-anonymous", "VOXBRIDGE_SIP_ANONYMOUS", `dialed users callers without an account may reach, comma-separated ("*": any, "": none); never a trunk`, func(c *serveConfig) *string { return &c.SIPAnonymous }},
+	{"http-tls-cert", "VOXBRIDGE_HTTP_TLS_CERT", "PEM certificate (chain) for the HTTP API; with --http-tls-key serves HTTPS", func(c *serveConfig) *string { return &c.HTTPTLSCert }},
+	{"http-tls-key", "VOXBRIDGE_HTTP_TLS_KEY", "PEM private key of --http-tls-cert", func(c *serveConfig) *string { return &c.HTTPTLSKey }},
 }
 
 // loadServeConfig resolves the configuration from args, the environment
@@ -110,6 +129,11 @@ func (c serveConfig) validate() error {
 	if c.DB == "" {
 		return errors.New("db: empty path")
 	}
+	for _, a := range strings.Split(c.SIPDigest, ",") {
+		if a = strings.TrimSpace(a); a != "MD5" && a != "SHA-256" {
+			return fmt.Errorf("sip-digest: %q is not MD5 or SHA-256", a)
+		}
+	}
 	return nil
 }
 
@@ -138,4 +162,28 @@ func detectIP() net.IP {
 		}
 	}
 	return net.IPv4(127, 0, 0, 1)
+}
+
+// anonymousTo turns --sip-anonymous into the sip server's policy.
+func (c serveConfig) anonymousTo() (allow bool, to func(string) bool) {
+	list := strings.TrimSpace(c.SIPAnonymous)
+	switch list {
+	case "":
+		return false, nil
+	case "*":
+		return true, nil
+	}
+	users := map[string]bool{}
+	for _, u := range strings.Split(list, ",") {
+		users[strings.TrimSpace(u)] = true
+	}
+	return true, func(u string) bool { return users[u] }
+}
+
+func (c serveConfig) digestAlgorithms() []string {
+	var out []string
+	for _, a := range strings.Split(c.SIPDigest, ",") {
+		out = append(out, strings.TrimSpace(a))
+	}
+	return out
 }

@@ -20,11 +20,12 @@ func TestConfigPrecedence(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := serveConfig{
-		SIPAddr:  "127.0.0.1:7000", // file
-		HTTPAddr: "127.0.0.1:8001", // environment beats file
-		RTPPorts: "40000-40100",    // file
-		DB:       "/tmp/flag.db",   // flag beats environment
-		LogLevel: "info",           // default
+		SIPAddr:   "127.0.0.1:7000",                                           // file
+		HTTPAddr:  "127.0.0.1:8001",                                           // environment beats file
+		RTPPorts:  "40000-40100",                                              // file
+		DB:        "/tmp/flag.db",                                             // flag beats environment
+		LogLevel:  "info",                                                     // default
+		SIPDigest: "SHA-256,MD5", SIPRealm: "voxbridge", SIPAnonymous: "echo", // defaults
 	}
 	if cfg != want {
 		t.Fatalf("got %+v\nwant %+v", cfg, want)

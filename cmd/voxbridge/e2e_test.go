@@ -31,6 +31,7 @@ func testLogger(t *testing.T) *slog.Logger {
 func testServer(t *testing.T, f *flow.Flow) (*instance, serveConfig) {
 	t.Helper()
 	cfg := defaultServeConfig()
+	cfg.SIPAnonymous = "*" // tests dial whatever user their flow needs
 	cfg.SIPAddr = "127.0.0.1:0"
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.DB = filepath.Join(t.TempDir(), "voxbridge.db")
@@ -70,7 +71,13 @@ func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 
 func getJSON(t *testing.T, url string, v any) int {
 	t.Helper()
-	res, err := http.Get(url)
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every test server stores testAPIKey at start (see keys_test.go).
+	req.Header.Set("Authorization", "Bearer "+testAPIKey)
+	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

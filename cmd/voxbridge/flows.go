@@ -9,9 +9,15 @@ import (
 )
 
 // runFlows serves `voxbridge flows validate FILE...`: each file is parsed
-// and validated offline, as the server would when loading it.
+// and validated offline, as the server would when loading it. The other
+// verbs (list, create, delete) go through a server's API.
 func runFlows(args []string, out io.Writer) error {
-	if len(args) < 2 || args[0] != "validate" {
+	if len(args) == 0 || args[0] != "validate" {
+		env := osCLIEnv()
+		env.stdout = out
+		return runFlowsAPI(args, env)
+	}
+	if len(args) < 2 {
 		return errors.New("usage: voxbridge flows validate FILE...")
 	}
 	bad := 0

@@ -257,6 +257,7 @@ func TestFlowWebhookRouter(t *testing.T) {
 	// Monday 10:30 in Madrid: open.
 	monday := time.Date(2026, 11, 23, 10, 30, 0, 0, time.FixedZone("CET", 3600))
 	cfg := defaultServeConfig()
+	cfg.SIPAnonymous = "*" // tests dial whatever user their flow needs
 	cfg.SIPAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.DB = filepath.Join(t.TempDir(), "voxbridge.db")
 	inst, err := startInstance(cfg, testLogger(t), instanceOptions{flow: router, now: func() time.Time { return monday }})
@@ -370,6 +371,7 @@ func TestFlowsValidateAndLoadDir(t *testing.T) {
 	}
 
 	cfg := defaultServeConfig()
+	cfg.SIPAnonymous = "*" // tests dial whatever user their flow needs
 	cfg.SIPAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.DB = filepath.Join(t.TempDir(), "voxbridge.db")
 	cfg.FlowsDir, cfg.DefaultFlow = dir, "good"

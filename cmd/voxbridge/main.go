@@ -17,7 +17,17 @@ Usage:
   voxbridge serve [flags]          run the server (SIP, RTP, HTTP API)
   voxbridge dial [flags] <sip-uri> call a SIP URI as a test phone
   voxbridge flows validate FILE... check flow files (JSON or YAML) offline
+  voxbridge flows list|create|delete
+                                   flows on a running server (--api, --key)
+  voxbridge calls list|get         calls on a running server (--api, --key)
+  voxbridge keys create|list|revoke
+                                   API keys in the database (--db)
   voxbridge load [flags]           place many test calls against a server and report
+  voxbridge extensions add|list|delete
+                                   phone accounts in the database (--db)
+  voxbridge trunks add|list|delete carrier trunks in the database
+  voxbridge numbers add|list|delete
+                                   numbers (DIDs) and what they run
   voxbridge version                print the version
 
 Run "voxbridge <command> -h" for a command's flags.
@@ -38,6 +48,16 @@ func main() {
 		err = runFlows(args, os.Stdout)
 	case "load":
 		err = runLoad(args, os.Stdout)
+	case "extensions":
+		err = runExtensions(args, osCLIEnv())
+	case "trunks":
+		err = runTrunks(args, osCLIEnv())
+	case "numbers":
+		err = runNumbers(args, osCLIEnv())
+	case "keys":
+		err = runKeys(args, osCLIEnv())
+	case "calls":
+		err = runCalls(args, osCLIEnv())
 	case "version":
 		fmt.Println("voxbridge", version)
 	case "help", "-h", "--help":

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -37,6 +38,7 @@ type instance struct {
 	sip      *sip.Server
 	calls    *flow.Controller
 	http     *http.Server
+	api      *api.Server
 	cancel   context.CancelFunc
 	done     chan struct{}
 	stopOnce sync.Once
@@ -78,6 +80,19 @@ func startInstance(cfg serveConfig, log *slog.Logger, opt instanceOptions) (*ins
 		return nil, err
 	}
 
+	// API keys and TLS first: a bad VOXBRIDGE_API_KEY or certificate
+	// fails the start before any socket is open.
+	if err := setupAPIKeys(ctx, db, os.Getenv(envAPIKey), cfg.DB, log); err != nil {
+		return fail(err)
+	}
+	tlsCfg, err := httpTLSConfig(cfg)
+	if err != nil {
+		return fail(err)
+	}
+	// Calls publish their events here; the API streams, delivers and
+	// counts them.
+	bus := flow.NewBus()
+
 	udp, err := net.ListenPacket("udp", cfg.SIPAddr)
 	if err != nil {
 		return fail(fmt.Errorf("sip udp listen %s: %w", cfg.SIPAddr, err))
@@ -112,13 +127,17 @@ func startInstance(cfg serveConfig, log *slog.Logger, opt instanceOptions) (*ins
 		DefaultFlowID: cfg.DefaultFlow,
 		Now:           opt.now,
 		Logger:        log,
+		Bus:           bus,
 	})
 	if err != nil {
 		udp.Close()
 		tcp.Close()
 		return fail(err)
 	}
-	inst.sip, err = sip.NewServer(sip.Config{UDP: udp, TCP: tcp, AdvertiseIP: adv, Logger: log}, inst.calls.HandleInbound)
+	allowAnon, anonTo := cfg.anonymousTo()
+	inst.sip, err = sip.NewServer(sip.Config{UDP: udp, TCP: tcp, AdvertiseIP: adv, Logger: log,
+		Store: db, Realm: cfg.SIPRealm, AllowAnonymous: allowAnon, AnonymousTo: anonTo,
+		Auth: sip.AuthConfig{Algorithms: cfg.digestAlgorithms()}}, inst.calls.HandleInbound)
 	if err != nil {
 		udp.Close()
 		tcp.Close()
@@ -131,7 +150,16 @@ func startInstance(cfg serveConfig, log *slog.Logger, opt instanceOptions) (*ins
 		return fail(fmt.Errorf("http listen %s: %w", cfg.HTTPAddr, err))
 	}
 	inst.HTTP = hl.Addr()
-	inst.http = &http.Server{Handler: api.New(db, log), ReadHeaderTimeout: 10 * time.Second}
+	inst.api, err = api.New(api.Config{Store: db, Bus: bus, Logger: log})
+	if err != nil {
+		hl.Close()
+		inst.sip.Close()
+		return fail(err)
+	}
+	if tlsCfg != nil {
+		hl = tls.NewListener(hl, tlsCfg)
+	}
+	inst.http = &http.Server{Handler: inst.api, ReadHeaderTimeout: 10 * time.Second}
 
 	sipDone := make(chan struct{})
 	go func() { inst.sip.Serve(ctx); close(sipDone) }()
@@ -162,6 +190,9 @@ func (inst *instance) stop() {
 		inst.log.Warn("shutdown", "err", err)
 	}
 	_ = inst.http.Shutdown(ctx)
+	// After the HTTP server: websockets (which Shutdown does not track)
+	// are closed and webhook retries stop, before the database closes.
+	inst.api.Close()
 	inst.cancel()
 	<-inst.done
 	if err := inst.db.Close(); err != nil {
@@ -226,9 +257,9 @@ func runServe(args []string) error {
 	target := net.JoinHostPort(inst.Advertise.String(), fmt.Sprint(inst.SIPUDP.Port))
 	log.Info("voxbridge listening",
 		"sip_udp", inst.SIPUDP.String(), "sip_tcp", inst.SIPTCP.String(),
-		"http", "http://"+inst.HTTP.String(), "rtp_ports", cfg.RTPPorts,
+		"http", httpURL(cfg, inst.HTTP), "rtp_ports", cfg.RTPPorts,
 		"advertise", inst.Advertise.String(), "db", cfg.DB, "version", version)
-	log.Info("call it: voxbridge dial sip:echo@"+target+" --duration 10s", "calls", "http://"+inst.HTTP.String()+"/v1/calls")
+	log.Info("call it: voxbridge dial sip:echo@"+target+" --duration 10s", "calls", httpURL(cfg, inst.HTTP)+"/v1/calls")
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)

@@ -21,15 +21,31 @@ import (
 	"github.com/voxbridge/voxbridge/sip/sdp"
 )
 
-// Phone is a SIP user agent with one UDP listener.
+// Phone is a SIP user agent with one UDP listener. It places calls, and it
+// can register, answer calls (see OnInvite) and act as a carrier's
+// registrar (see ServeRegistrar).
 type Phone struct {
 	ip      net.IP
 	conn    net.PacketConn
 	ua      *sipgo.UserAgent
 	srv     *sipgo.Server
+	client  *sipgo.Client
 	dialogs *sipgo.DialogClientCache
+	inbound *sipgo.DialogServerCache
+	contact sip.ContactHeader
 	log     *slog.Logger
 	wg      sync.WaitGroup
+
+	mu        sync.Mutex
+	plan      func(*sip.Request) AnswerPlan
+	calls     chan *Call
+	live      map[*Call]bool
+	invites   []*sip.Request
+	cancels   int
+	challenge *digestChecker
+	registrar *registrarState
+	reg       map[string]*registration // by registrar address
+	closed    bool
 }
 
 // NewPhone listens for SIP on ip (port 0 picks a free one).
@@ -67,22 +83,32 @@ func NewPhone(ip string, log *slog.Logger) (*Phone, error) {
 		ua.Close()
 		return nil, err
 	}
+	contact := sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: "phone", Host: ip, Port: port}}
 	p := &Phone{
-		ip:   addr,
-		conn: conn,
-		ua:   ua,
-		srv:  srv,
-		log:  log,
-		dialogs: sipgo.NewDialogClientCache(client, sip.ContactHeader{
-			Address: sip.Uri{Scheme: "sip", User: "phone", Host: ip, Port: port},
-		}),
+		ip:      addr,
+		conn:    conn,
+		ua:      ua,
+		srv:     srv,
+		client:  client,
+		log:     log,
+		contact: contact,
+		dialogs: sipgo.NewDialogClientCache(client, contact),
+		inbound: sipgo.NewDialogServerCache(client, contact),
+		calls:   make(chan *Call, 16),
+		live:    map[*Call]bool{},
+		reg:     map[string]*registration{},
 	}
 	srv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
-		if err := p.dialogs.ReadBye(req, tx); err != nil {
+		if err := p.dialogs.ReadBye(req, tx); err == nil {
+			return
+		}
+		if err := p.inbound.ReadBye(req, tx); err != nil {
 			_ = tx.Respond(sip.NewResponseFromRequest(req, 481, "Call/Transaction Does Not Exist", nil))
 		}
 	})
-	srv.OnAck(func(req *sip.Request, tx sip.ServerTransaction) {})
+	srv.OnAck(func(req *sip.Request, tx sip.ServerTransaction) { _ = p.inbound.ReadAck(req, tx) })
+	srv.OnInvite(p.onInvite)
+	srv.OnRegister(p.onRegister)
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
@@ -106,8 +132,18 @@ func NewPhone(ip string, log *slog.Logger) (*Phone, error) {
 // Addr is the phone's SIP address.
 func (p *Phone) Addr() net.Addr { return p.conn.LocalAddr() }
 
-// Close stops the phone.
+// Close stops the phone and the calls it answered.
 func (p *Phone) Close() {
+	p.mu.Lock()
+	p.closed = true
+	live := make([]*Call, 0, len(p.live))
+	for c := range p.live {
+		live = append(live, c)
+	}
+	p.mu.Unlock()
+	for _, c := range live {
+		c.Close()
+	}
 	p.conn.Close()
 	p.ua.Close()
 	p.wg.Wait()
@@ -119,6 +155,9 @@ type DialOptions struct {
 	NoDTMF bool        // leave telephone-event out of the offer
 	// OnProvisional sees every 1xx (e.g. to cancel on 180).
 	OnProvisional func(code int)
+	// Username and Password answer a 401/407 challenge (digest, with the
+	// first algorithm offered).
+	Username, Password string
 }
 
 // DialError is a final non-2xx answer to our INVITE.
@@ -129,9 +168,18 @@ type DialError struct {
 
 func (e *DialError) Error() string { return fmt.Sprintf("call failed: %d %s", e.Code, e.Reason) }
 
-// Call is one established call.
+// dialogSession is what a call needs from either side's sipgo dialog.
+type dialogSession interface {
+	Context() context.Context
+	Bye(ctx context.Context) error
+	Close() error
+}
+
+// Call is one established call, placed or answered.
 type Call struct {
-	dlg      *sipgo.DialogClientSession
+	dlg      dialogSession
+	callID   string
+	phone    *Phone // set for answered calls, which the phone tracks
 	stream   *media.Stream
 	ctx      context.Context
 	cancel   context.CancelFunc
@@ -180,8 +228,8 @@ func (p *Phone) Dial(ctx context.Context, uri string, opt DialOptions) (*Call, e
 		rtpConn.Close()
 		return nil, fmt.Errorf("dial: invite: %w", err)
 	}
-	c := &Call{dlg: dlg}
-	err = dlg.WaitAnswer(ctx, sipgo.AnswerOptions{OnResponse: func(res *sip.Response) error {
+	c := &Call{dlg: dlg, callID: dlg.InviteRequest.CallID().Value()}
+	err = dlg.WaitAnswer(ctx, sipgo.AnswerOptions{Username: opt.Username, Password: opt.Password, OnResponse: func(res *sip.Response) error {
 		if res.IsProvisional() && res.StatusCode > 100 {
 			if c.Ringing == 0 {
 				c.Ringing = time.Since(start)
@@ -207,7 +255,7 @@ func (p *Phone) Dial(ctx context.Context, uri string, opt DialOptions) (*Call, e
 		dlg.Close()
 		return nil, fmt.Errorf("dial: ack: %w", err)
 	}
-	if err := c.startMedia(rtpConn, codecs); err != nil {
+	if err := c.startMedia(rtpConn, dlg.InviteResponse.Body(), codecs); err != nil {
 		rtpConn.Close()
 		_ = dlg.Bye(context.Background())
 		dlg.Close()
@@ -216,8 +264,8 @@ func (p *Phone) Dial(ctx context.Context, uri string, opt DialOptions) (*Call, e
 	return c, nil
 }
 
-func (c *Call) startMedia(conn *net.UDPConn, ours []sdp.Codec) error {
-	ans, err := sdp.Parse(c.dlg.InviteResponse.Body())
+func (c *Call) startMedia(conn *net.UDPConn, remoteSDP []byte, ours []sdp.Codec) error {
+	ans, err := sdp.Parse(remoteSDP)
 	if err != nil {
 		return fmt.Errorf("dial: answer SDP: %w", err)
 	}
@@ -225,6 +273,11 @@ func (c *Call) startMedia(conn *net.UDPConn, ours []sdp.Codec) error {
 	if err != nil {
 		return fmt.Errorf("dial: answer SDP: %w", err)
 	}
+	return c.startStream(c.dlg.Context(), conn, n)
+}
+
+// startStream runs the call's media until ctx (the dialog's) ends.
+func (c *Call) startStream(ctx context.Context, conn *net.UDPConn, n sdp.Negotiated) error {
 	codec, err := media.CodecByName(n.Codec.Name, n.Codec.PayloadType)
 	if err != nil {
 		return err
@@ -240,7 +293,7 @@ func (c *Call) startMedia(conn *net.UDPConn, ours []sdp.Codec) error {
 	}
 	c.stream = st
 	// The call lives until either side says BYE.
-	c.ctx, c.cancel = context.WithCancel(c.dlg.Context())
+	c.ctx, c.cancel = context.WithCancel(ctx)
 	st.Start(c.ctx)
 	c.wg.Add(1)
 	go c.listen()
@@ -302,7 +355,7 @@ func (c *Call) SendDTMF(d rune, dur time.Duration) (<-chan struct{}, error) {
 }
 
 // CallID is the call's SIP Call-ID.
-func (c *Call) CallID() string { return c.dlg.InviteRequest.CallID().Value() }
+func (c *Call) CallID() string { return c.callID }
 
 // Done is closed when the call has ended, by either side.
 func (c *Call) Done() <-chan struct{} { return c.ctx.Done() }
@@ -333,6 +386,11 @@ func (c *Call) Close() {
 	c.stream.Close()
 	c.wg.Wait()
 	c.dlg.Close()
+	if c.phone != nil {
+		c.phone.mu.Lock()
+		delete(c.phone.live, c)
+		c.phone.mu.Unlock()
+	}
 }
 
 // Summary is what `voxbridge dial` prints.

@@ -10,6 +10,9 @@ BIN=${BIN:-bin/voxbridge}
 SIP_PORT=${SIP_PORT:-25060}
 HTTP_PORT=${HTTP_PORT:-28080}
 API="http://127.0.0.1:${HTTP_PORT}"
+# The server stores this key at start; every API call below sends it.
+export VOXBRIDGE_API_KEY=${VOXBRIDGE_API_KEY:-interop-test-key-0123456789abcdef}
+api() { curl -fsS -H "Authorization: Bearer $VOXBRIDGE_API_KEY" "$API$1"; }
 
 if ! command -v sipp >/dev/null 2>&1; then
   echo "interop: installing SIPp (sip-tester)"
@@ -39,7 +42,7 @@ fail() {
 }
 
 "$BIN" serve --sip-addr "127.0.0.1:${SIP_PORT}" --http-addr "127.0.0.1:${HTTP_PORT}" \
-  --rtp-ports 31000-31999 --db "$work/voxbridge.db" >"$work/server.log" 2>&1 &
+  --rtp-ports 31000-31999 --db "$work/voxbridge.db" --sip-anonymous '*' >"$work/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 1 100); do
   curl -fsS "$API/healthz" >/dev/null 2>&1 && break
@@ -72,7 +75,7 @@ sipp_uac() {
 # 1. SIPp uac over UDP: 3 s of call time, then SIPp hangs up.
 sipp_uac "sipp uac call completes" 25070 26000 3000
 sleep 0.5
-rec=$(curl -fsS "$API/v1/calls?page_size=1" | jq '.result[0]')
+rec=$(api "/v1/calls?page_size=1" | jq '.result[0]')
 check "sipp call recorded as hangup by remote, normal" \
   "$(jq -r '.status=="hangup" and .hangup_by=="remote" and .hangup_reason=="normal" and .codec=="PCMU"' <<<"$rec")"
 check "sipp call has RTP packets sent (>100 in 3 s)" "$(jq -r '.rtp_packets_out > 100' <<<"$rec")"
@@ -89,7 +92,7 @@ echo "interop: dial summary: $sum"
 check "dial: server hung up after the digit" "$(jq -r '.remote_hangup' <<<"$sum")"
 check "dial: heard audio (>5 s) with packets in" "$(jq -r '.heard_ms > 5000 and .packets_in > 250' <<<"$sum")"
 sleep 0.5
-rec=$(curl -fsS "$API/v1/calls?page_size=1" | jq '.result[0]')
+rec=$(api "/v1/calls?page_size=1" | jq '.result[0]')
 check "dial call recorded: hangup by local, digit 1" \
   "$(jq -r '.status=="hangup" and .hangup_by=="local" and .hangup_reason=="normal" and .dtmf=="1"' <<<"$rec")"
 check "dial call: no RTP loss on loopback" "$(jq -r '.rtp_packets_lost == 0 and .rtp_packets_in > 250' <<<"$rec")"
@@ -97,6 +100,15 @@ if command -v sox >/dev/null 2>&1; then
   rms=$(sox "$work/heard.wav" -n stat 2>&1 | awk '/RMS +amplitude/ {print $3}')
   check "dial: recorded audio is not silent (sox RMS $rms)" "$(awk -v r="$rms" 'BEGIN{print (r>0.01)?"true":"false"}')"
 fi
+
+# 3. Registration with digest and a wrong password, by SIPp (its own server).
+if BIN="$BIN" ./testdata/sipp/run.sh >"$work/sipp_reg.log" 2>&1; then
+  check "sipp REGISTER with digest, wrong password refused" true
+else
+  cat "$work/sipp_reg.log" >&2
+  check "sipp REGISTER with digest, wrong password refused" false
+fi
+grep "sipp interop:" "$work/sipp_reg.log" || true
 
 echo "interop: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

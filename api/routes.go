@@ -1,0 +1,180 @@
+package api
+
+import (
+	"bufio"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+)
+
+// access says who may call a route.
+type access int
+
+const (
+	public access = iota // no key (health, OpenAPI document, metrics)
+	read                 // any valid key
+	write                // a key with the admin role
+)
+
+// route is one row of the API: everything middleware, the OpenAPI test and
+// the handler need to agree on.
+type route struct {
+	method, path string // the ServeMux pattern, also the OpenAPI path
+	op           string // the OpenAPI operationId
+	access       access
+	// query lists the query parameters the handler reads; any other one
+	// is refused with 400, so a typo never silently widens a list.
+	query []string
+	// queryAuth lets the key come as ?api_key= or ?session_token=, for
+	// browsers opening a websocket (they cannot set headers).
+	queryAuth bool
+	// body, when set, returns a new value of the type the JSON body
+	// decodes into (strictly); nil for routes without a body.
+	body func() any
+	h    http.HandlerFunc
+}
+
+var pageQuery = []string{"page_size", "page_token"}
+
+// routeTable lists every route. Later resources (outbound calls, call
+// actions, trunks, agents, tasks…) are added here and in openapi.json.
+func (s *Server) routeTable() []route {
+	return []route{
+		{method: "GET", path: "/healthz", op: "getHealth", access: public, h: s.healthz},
+		{method: "GET", path: "/openapi.json", op: "getOpenAPI", access: public, h: serveOpenAPI},
+		{method: "GET", path: "/metrics", op: "getMetrics", access: public, h: s.metrics.handler().ServeHTTP},
+
+		{method: "POST", path: "/v1/sessions", op: "createSession", access: read, h: s.createSession},
+
+		{method: "GET", path: "/v1/calls", op: "listCalls", access: read,
+			query: append([]string{"status", "direction", "from", "to"}, pageQuery...), h: s.listCalls},
+		{method: "GET", path: "/v1/calls/{id}", op: "getCall", access: read, h: s.getCall},
+
+		{method: "GET", path: "/v1/flows", op: "listFlows", access: read, query: pageQuery, h: s.listFlows},
+		bodyRoute("POST", "/v1/flows", "createFlow", write, s.createFlow),
+		{method: "GET", path: "/v1/flows/{id}", op: "getFlow", access: read, h: s.getFlow},
+		bodyRoute("PUT", "/v1/flows/{id}", "replaceFlow", write, s.replaceFlow),
+		{method: "DELETE", path: "/v1/flows/{id}", op: "deleteFlow", access: write, h: s.deleteFlow},
+
+		{method: "GET", path: "/v1/events", op: "streamEvents", access: read, queryAuth: true,
+			query: []string{"call_id", "types", "api_key", "session_token"}, h: s.streamEvents},
+
+		{method: "GET", path: "/v1/webhooks", op: "listWebhooks", access: read, query: pageQuery, h: s.listWebhooks},
+		bodyRoute("POST", "/v1/webhooks", "createWebhook", write, s.createWebhook),
+		{method: "GET", path: "/v1/webhooks/{id}", op: "getWebhook", access: read, h: s.getWebhook},
+		{method: "DELETE", path: "/v1/webhooks/{id}", op: "deleteWebhook", access: write, h: s.deleteWebhook},
+		{method: "GET", path: "/v1/webhooks/{id}/deliveries", op: "listWebhookDeliveries", access: read,
+			query: pageQuery, h: s.listWebhookDeliveries},
+	}
+}
+
+// bodyRoute makes a route whose handler gets its JSON body decoded, once
+// and strictly, into a *T; the OpenAPI test decodes the documented examples
+// into the same T.
+func bodyRoute[T any](method, path, op string, acc access, fn func(http.ResponseWriter, *http.Request, *T)) route {
+	return route{method: method, path: path, op: op, access: acc,
+		body: func() any { return new(T) },
+		h: func(w http.ResponseWriter, r *http.Request) {
+			v := new(T)
+			if e := decodeBody(w, r, v); e != nil {
+				e.write(w)
+				return
+			}
+			fn(w, r, v)
+		},
+	}
+}
+
+// guard wraps a route's handler with authentication, the rate limit, the
+// role check, the query parameter check and the body size limit.
+func (s *Server) guard(rt route) http.Handler {
+	allowed := make(map[string]bool, len(rt.query))
+	for _, q := range rt.query {
+		allowed[q] = true
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if rt.access != public {
+			key, e := s.auth.authenticate(r, rt.queryAuth)
+			if e != nil {
+				s.metrics.AuthFailures.WithLabelValues(e.code).Inc()
+				w.Header().Set("WWW-Authenticate", `Bearer realm="voxbridge"`)
+				e.write(w)
+				return
+			}
+			if !s.auth.limit(key.ID, w.Header()) {
+				writeError(w, http.StatusTooManyRequests, "rate_limited", "too many requests for this API key; retry after the time in Retry-After")
+				return
+			}
+			if rt.access == write && key.Role != roleAdmin {
+				writeError(w, http.StatusForbidden, "permission_denied", "this API key is read-only")
+				return
+			}
+			r = r.WithContext(withKey(r.Context(), key))
+		}
+		var unknown []string
+		for name := range r.URL.Query() {
+			if !allowed[name] {
+				unknown = append(unknown, name)
+			}
+		}
+		if len(unknown) > 0 {
+			sort.Strings(unknown)
+			e := badField(unknown[0], "unknown query parameter")
+			if len(rt.query) > 0 {
+				e.msg += "; this route reads " + strings.Join(rt.query, ", ")
+			}
+			e.write(w)
+			return
+		}
+		if rt.body != nil {
+			r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
+		}
+		rt.h(w, r)
+	})
+}
+
+// responseWriter remembers the status for metrics and the recover
+// middleware, and still lets the websocket upgrade hijack the connection.
+type responseWriter struct {
+	http.ResponseWriter
+	code        int
+	wroteHeader bool
+	hijacked    bool
+}
+
+func (w *responseWriter) WriteHeader(code int) {
+	if !w.wroteHeader {
+		w.code, w.wroteHeader = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *responseWriter) Write(b []byte) (int, error) {
+	if !w.wroteHeader {
+		w.code, w.wroteHeader = http.StatusOK, true
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *responseWriter) status() int {
+	switch {
+	case w.hijacked:
+		return http.StatusSwitchingProtocols
+	case !w.wroteHeader:
+		return http.StatusOK
+	}
+	return w.code
+}
+
+// Hijack hands the connection to the websocket upgrader.
+func (w *responseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, rw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err == nil {
+		w.hijacked, w.wroteHeader = true, true
+	}
+	return c, rw, err
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *responseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -1,0 +1,410 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/voxbridge/voxbridge/flow"
+	"github.com/voxbridge/voxbridge/store"
+)
+
+// The API commands (calls, flows) talk to a running server over HTTP.
+const (
+	envAPIURL     = "VOXBRIDGE_API_URL"
+	defaultAPIURL = "http://127.0.0.1:8080"
+	clientTimeout = 30 * time.Second
+)
+
+// dispatch runs "voxbridge <noun> <verb> ..." and names the verbs that
+// exist when the one given does not.
+func dispatch(noun string, args []string, env cliEnv, verbs map[string]func([]string, cliEnv) error) error {
+	names := make([]string, 0, len(verbs))
+	for v := range verbs {
+		names = append(names, v)
+	}
+	slices.Sort(names)
+	usage := fmt.Sprintf("usage: voxbridge %s %s [flags] (run \"voxbridge %s <verb> -h\" for flags)", noun, strings.Join(names, "|"), noun)
+	if len(args) == 0 {
+		return errors.New(usage)
+	}
+	f, ok := verbs[args[0]]
+	if !ok {
+		return fmt.Errorf("%s: unknown verb %q\n%s", noun, args[0], usage)
+	}
+	return f(args[1:], env)
+}
+
+// apiClient calls the control API with a key.
+type apiClient struct {
+	base string
+	key  string
+	http *http.Client
+}
+
+// apiFlags adds --api and --key; the returned function makes the client
+// once the flags are parsed (flag, then environment, then default).
+func apiFlags(fs *flag.FlagSet, env cliEnv) func() (*apiClient, error) {
+	base := fs.String("api", "", "API base URL (env "+envAPIURL+", default "+defaultAPIURL+")")
+	key := fs.String("key", "", "API key (env "+envAPIKey+"; prefer the environment, flags show in ps)")
+	return func() (*apiClient, error) {
+		c := &apiClient{base: firstOf(*base, env.getenv(envAPIURL), defaultAPIURL), key: firstOf(*key, env.getenv(envAPIKey)),
+			http: &http.Client{Timeout: clientTimeout}}
+		u, err := url.Parse(c.base)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("API URL %q: want http(s)://host:port", c.base)
+		}
+		c.base = strings.TrimRight(c.base, "/")
+		if c.key == "" {
+			return nil, errors.New("no API key: set " + envAPIKey + " or pass --key (make one with: voxbridge keys create --name NAME)")
+		}
+		return c, nil
+	}
+}
+
+func firstOf(vs ...string) string {
+	for _, v := range vs {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// apiError is an error answer of the API, for people.
+type apiError struct {
+	Status  int
+	Code    string         `json:"code"`
+	Message string         `json:"message"`
+	Details map[string]any `json:"details"`
+}
+
+func (e *apiError) Error() string {
+	msg := fmt.Sprintf("API: %d %s: %s", e.Status, e.Code, e.Message)
+	if e.Code == "invalid_flow" && e.Details != nil {
+		msg += fmt.Sprintf(" (action index %v, id %q, field %q)", e.Details["action_index"], e.Details["action_id"], e.Details["field"])
+	}
+	return msg
+}
+
+// do sends a request (body as JSON when not nil) and decodes a 2xx answer
+// into out (when not nil).
+func (c *apiClient) do(method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), clientTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.key)
+	req.Header.Set("Accept", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	res, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("API: %w", err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(res.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("API: reading the answer: %w", err)
+	}
+	if res.StatusCode < 200 || res.StatusCode > 299 {
+		var eb struct {
+			Error *apiError `json:"error"`
+		}
+		if json.Unmarshal(b, &eb) != nil || eb.Error == nil {
+			return fmt.Errorf("API: %s %s: %s: %.200s", method, path, res.Status, b)
+		}
+		eb.Error.Status = res.StatusCode
+		return eb.Error
+	}
+	if out == nil || res.StatusCode == http.StatusNoContent {
+		return nil
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("API: %s %s: decoding the answer: %w", method, path, err)
+	}
+	return nil
+}
+
+// listPage is one page of a list answer.
+type listPage[T any] struct {
+	Result        []T    `json:"result"`
+	NextPageToken string `json:"next_page_token"`
+}
+
+// listAll follows next_page_token to the end.
+func listAll[T any](c *apiClient, path string) ([]T, error) {
+	all := []T{}
+	sep := "?"
+	if strings.Contains(path, "?") {
+		sep = "&"
+	}
+	for tok := ""; ; {
+		p := path + sep + "page_size=100"
+		if tok != "" {
+			p += "&page_token=" + url.QueryEscape(tok)
+		}
+		var page listPage[T]
+		if err := c.do("GET", p, nil, &page); err != nil {
+			return nil, err
+		}
+		all = append(all, page.Result...)
+		if page.NextPageToken == "" {
+			return all, nil
+		}
+		tok = page.NextPageToken
+	}
+}
+
+// runCalls serves "voxbridge calls list|get".
+func runCalls(args []string, env cliEnv) error {
+	return dispatch("calls", args, env, map[string]func([]string, cliEnv) error{
+		"list": callsList, "get": callsGet,
+	})
+}
+
+func callsList(args []string, env cliEnv) error {
+	fs := flag.NewFlagSet("calls list", flag.ContinueOnError)
+	fs.SetOutput(env.stderr)
+	client := apiFlags(fs, env)
+	status := fs.String("status", "", "only these statuses, comma-separated (dialing, ringing, progressing, terminating, canceling, hangup)")
+	direction := fs.String("direction", "", "only incoming or outgoing calls")
+	from := fs.String("from", "", "only calls created at or after this RFC 3339 time")
+	to := fs.String("to", "", "only calls created before this RFC 3339 time")
+	size := fs.Int("page-size", 20, "calls per page (1-100)")
+	token := fs.String("page-token", "", "the page to show (printed after a page that has a next one)")
+	asJSON := fs.Bool("json", false, "print the API's answer as JSON")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return fmt.Errorf("calls list: unexpected argument %q", pos[0])
+	}
+	c, err := client()
+	if err != nil {
+		return err
+	}
+	q := url.Values{}
+	for k, v := range map[string]string{"status": *status, "direction": *direction, "from": *from, "to": *to, "page_token": *token} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	q.Set("page_size", fmt.Sprint(*size))
+	var page listPage[store.Call]
+	if err := c.do("GET", "/v1/calls?"+q.Encode(), nil, &page); err != nil {
+		return err
+	}
+	if *asJSON {
+		return printJSON(env.stdout, page)
+	}
+	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tCREATED\tDIRECTION\tSTATUS\tFROM\tTO\tHANGUP")
+	for _, call := range page.Result {
+		hangup := "-"
+		if call.HangupReason != "" {
+			hangup = string(call.HangupBy) + "/" + string(call.HangupReason)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", call.ID, call.TMCreate.Format(time.RFC3339), call.Direction, call.Status,
+			call.Source, call.Destination, hangup)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if page.NextPageToken != "" {
+		fmt.Fprintf(env.stderr, "more: --page-token %s\n", page.NextPageToken)
+	}
+	return nil
+}
+
+func callsGet(args []string, env cliEnv) error {
+	fs := flag.NewFlagSet("calls get", flag.ContinueOnError)
+	fs.SetOutput(env.stderr)
+	client := apiFlags(fs, env)
+	asJSON := fs.Bool("json", false, "print the API's answer as JSON")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return errors.New("usage: voxbridge calls get [--json] <call id>")
+	}
+	c, err := client()
+	if err != nil {
+		return err
+	}
+	var call struct {
+		store.Call
+		Actions []store.ActionRun `json:"actions"`
+	}
+	if err := c.do("GET", "/v1/calls/"+url.PathEscape(pos[0]), nil, &call); err != nil {
+		return err
+	}
+	if *asJSON {
+		return printJSON(env.stdout, call)
+	}
+	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
+	row := func(k string, v any) { fmt.Fprintf(tw, "%s\t%v\n", k, v) }
+	row("id", call.ID)
+	row("direction", call.Direction)
+	row("status", call.Status)
+	row("from", call.Source)
+	row("to", call.Destination)
+	row("created", call.TMCreate.Format(time.RFC3339))
+	row("answered", timeOrDash(call.TMProgressing))
+	row("ended", timeOrDash(call.TMHangup))
+	if call.HangupReason != "" {
+		row("hangup", fmt.Sprintf("%s, %s (SIP %d)", call.HangupBy, call.HangupReason, call.SIPCode))
+	}
+	row("codec", call.Codec)
+	row("dtmf", call.DTMF)
+	row("rtp in/out/lost", fmt.Sprintf("%d/%d/%d", call.RTPPacketsIn, call.RTPPacketsOut, call.RTPPacketsLost))
+	row("flow", call.FlowID)
+	for _, w := range call.Warnings {
+		row("warning", w)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(call.Actions) > 0 {
+		fmt.Fprintln(env.stdout)
+		tw = tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "#\tFLOW\tACTION\tTYPE\tRESULT\tMS\tERROR")
+		for _, a := range call.Actions {
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%s\n", a.Seq, a.FlowID, a.ActionID, a.Type, a.Result, a.TMEnd.Sub(a.TMStart).Milliseconds(), a.Error)
+		}
+		return tw.Flush()
+	}
+	return nil
+}
+
+// runFlowsAPI serves the flows verbs that go through a server.
+func runFlowsAPI(args []string, env cliEnv) error {
+	return dispatch("flows", args, env, map[string]func([]string, cliEnv) error{
+		"list": flowsList, "create": flowsCreate, "delete": flowsDelete,
+		"validate": func(a []string, env cliEnv) error { return runFlows(append([]string{"validate"}, a...), env.stdout) },
+	})
+}
+
+func flowsList(args []string, env cliEnv) error {
+	fs := flag.NewFlagSet("flows list", flag.ContinueOnError)
+	fs.SetOutput(env.stderr)
+	client := apiFlags(fs, env)
+	asJSON := fs.Bool("json", false, "print JSON")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return fmt.Errorf("flows list: unexpected argument %q", pos[0])
+	}
+	c, err := client()
+	if err != nil {
+		return err
+	}
+	flows, err := listAll[store.Flow](c, "/v1/flows")
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return printJSON(env.stdout, flows)
+	}
+	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tNAME\tACTIONS\tSOURCE\tUPDATED")
+	for _, f := range flows {
+		var actions []json.RawMessage
+		_ = json.Unmarshal(f.Actions, &actions)
+		source := f.Source
+		if source == "" {
+			source = "api"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", f.ID, f.Name, len(actions), source, f.TMUpdate.Format(time.RFC3339))
+	}
+	return tw.Flush()
+}
+
+func flowsCreate(args []string, env cliEnv) error {
+	fs := flag.NewFlagSet("flows create", flag.ContinueOnError)
+	fs.SetOutput(env.stderr)
+	client := apiFlags(fs, env)
+	replace := fs.Bool("replace", false, "replace the flow with the same id if there is one")
+	asJSON := fs.Bool("json", false, "print the stored flow as JSON")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "Usage: voxbridge flows create [flags] FILE (JSON or YAML; the id defaults to the file name)")
+		fs.PrintDefaults()
+	}
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		fs.Usage()
+		return errors.New("flows create: one flow file expected")
+	}
+	f, err := flow.ParseFile(pos[0])
+	if err != nil {
+		return err
+	}
+	c, err := client()
+	if err != nil {
+		return err
+	}
+	var stored store.Flow
+	err = c.do("POST", "/v1/flows", f, &stored)
+	var ae *apiError
+	if *replace && errors.As(err, &ae) && ae.Code == "conflict" {
+		err = c.do("PUT", "/v1/flows/"+url.PathEscape(f.ID), f, &stored)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", pos[0], err)
+	}
+	if *asJSON {
+		return printJSON(env.stdout, stored)
+	}
+	fmt.Fprintf(env.stdout, "flow %s stored (%d actions)\n", stored.ID, len(f.Actions))
+	return nil
+}
+
+func flowsDelete(args []string, env cliEnv) error {
+	fs := flag.NewFlagSet("flows delete", flag.ContinueOnError)
+	fs.SetOutput(env.stderr)
+	client := apiFlags(fs, env)
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return errors.New("usage: voxbridge flows delete <flow id>")
+	}
+	c, err := client()
+	if err != nil {
+		return err
+	}
+	if err := c.do("DELETE", "/v1/flows/"+url.PathEscape(pos[0]), nil, nil); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.stdout, "flow %s deleted\n", pos[0])
+	return nil
+}

@@ -1,0 +1,98 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/voxbridge/voxbridge/store"
+)
+
+func runNumbers(args []string, env cliEnv) error {
+	return subcommands("numbers", args, env, map[string]func([]string, cliEnv) error{
+		"add": numbersAdd, "list": numbersList, "delete": numbersDelete,
+	})
+}
+
+func numbersAdd(args []string, env cliEnv) error {
+	fs := flag.NewFlagSet("numbers add", flag.ContinueOnError)
+	fs.SetOutput(env.stderr)
+	db := dbFlag(fs, env)
+	number := fs.String("number", "", "the number (DID), e.g. +14155550100 (required)")
+	toFlow := fs.String("flow", "", "run this flow (id)")
+	toAgent := fs.String("agent", "", "hand the call to this agent (id)")
+	toExt := fs.String("extension", "", "ring this extension (number)")
+	trunk := fs.String("trunk", "", "the trunk that delivers the number (name; default any)")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "Usage: voxbridge numbers add --number N --flow ID|--agent ID|--extension EXT [--trunk NAME]")
+		fs.PrintDefaults()
+	}
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) == 1 && *number == "" {
+		*number = pos[0]
+	} else if len(pos) > 0 {
+		return fmt.Errorf("numbers add: unexpected argument %q", pos[0])
+	}
+	if *number == "" {
+		return errors.New("numbers add: --number is required")
+	}
+	n := &store.Number{Number: *number}
+	set := 0
+	for kind, target := range map[store.NumberKind]string{store.NumberToFlow: *toFlow, store.NumberToAgent: *toAgent, store.NumberToExtension: *toExt} {
+		if target != "" {
+			n.Kind, n.Target = kind, target
+			set++
+		}
+	}
+	if set != 1 {
+		return errors.New("numbers add: give exactly one of --flow, --agent, --extension")
+	}
+	st, err := openCLIStore(*db)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	ctx := context.Background()
+	if *trunk != "" {
+		t, err := st.TrunkByName(ctx, *trunk)
+		if err != nil {
+			return describeErr("trunk "+*trunk, err)
+		}
+		n.TrunkID = t.ID
+	}
+	if err := st.PutNumber(ctx, n); err != nil {
+		return describeErr("number "+*number, err)
+	}
+	fmt.Fprintf(env.stdout, "number %s → %s %s\n", n.Number, n.Kind, n.Target)
+	return nil
+}
+
+var numbersList = listCommand("numbers",
+	func(ctx context.Context, st *store.DB) ([]store.Number, error) { return pages(ctx, st.ListNumbers) },
+	func(tw *tabwriter.Writer, st *store.DB, all []store.Number) error {
+		trunks, err := pages(context.Background(), st.ListTrunks)
+		if err != nil {
+			return err
+		}
+		names := map[string]string{}
+		for _, t := range trunks {
+			names[t.ID] = t.Name
+		}
+		fmt.Fprintln(tw, "NUMBER\tKIND\tTARGET\tTRUNK")
+		for _, n := range all {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", n.Number, n.Kind, n.Target, dash(names[n.TrunkID]))
+		}
+		return nil
+	})
+
+var numbersDelete = deleteCommand("numbers", "number", func(ctx context.Context, st *store.DB, number string) (string, error) {
+	if err := st.DeleteNumber(ctx, number); err != nil {
+		return "", describeErr("number "+number, err)
+	}
+	return "number " + number + " deleted", nil
+})
