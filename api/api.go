@@ -44,6 +44,9 @@ type Config struct {
 	SessionTTL time.Duration
 	Events     EventsConfig
 	Webhooks   WebhookConfig
+	// Media attaches websockets to live calls (GET /v1/calls/{id}/media);
+	// nil answers 503.
+	Media MediaAttacher
 	// Now is the clock for rate limits and sessions (nil: time.Now).
 	Now func() time.Time
 }

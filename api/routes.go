@@ -50,6 +50,9 @@ func (s *Server) routeTable() []route {
 		{method: "GET", path: "/v1/calls", op: "listCalls", access: read,
 			query: append([]string{"status", "direction", "from", "to"}, pageQuery...), h: s.listCalls},
 		{method: "GET", path: "/v1/calls/{id}", op: "getCall", access: read, h: s.getCall},
+		{method: "GET", path: "/v1/calls/{id}/transcript", op: "getCallTranscript", access: read, h: s.callTranscript},
+		{method: "GET", path: "/v1/calls/{id}/media", op: "streamCallMedia", access: write, queryAuth: true,
+			query: []string{"encoding", "direction", "format", "api_key", "session_token"}, h: s.callMedia},
 
 		{method: "GET", path: "/v1/flows", op: "listFlows", access: read, query: pageQuery, h: s.listFlows},
 		bodyRoute("POST", "/v1/flows", "createFlow", write, s.createFlow),

@@ -37,6 +37,7 @@ var actionTypes = map[string]func(raw json.RawMessage) (step, error){
 	"variable_set":       define(compileVariableSet),
 	"webhook_send":       define(compileWebhookSend),
 	"media_stream":       define(compileMediaStream),
+	"ai_talk":            define(compileAITalk),
 }
 
 // fetch_flow compiles flows itself, so it joins the table at init to break

@@ -45,6 +45,9 @@ type Call struct {
 	rec         store.Call
 	localReason store.HangupReason // why we ended the call, when we did
 	variables   map[string]string
+	// pendingBridge is an agent's transfer target, answered, waiting for
+	// the conversation to end.
+	pendingBridge *pendingBridge
 }
 
 func newInboundCall(ct *Controller, leg *sip.Leg) (*Call, error) {

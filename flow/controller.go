@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/voxbridge/voxbridge/agent"
 	"github.com/voxbridge/voxbridge/media"
 	"github.com/voxbridge/voxbridge/sip"
 	"github.com/voxbridge/voxbridge/store"
@@ -42,6 +43,13 @@ type Config struct {
 	Now func() time.Time
 	// Bus receives every call event; nil publishes nothing.
 	Bus *Bus
+	// Agents are the agents ai_talk may hand calls to.
+	Agents *Agents
+	// NewProviders builds an agent's provider clients (nil: BuildProviders).
+	NewProviders func(agent.Definition) (agent.Providers, error)
+	// Dialer places outbound legs (connect, calls to extensions and
+	// trunks); nil until SetDialer, and without it those calls fail.
+	Dialer Dialer
 }
 
 // Controller owns the live calls.
@@ -112,6 +120,9 @@ func (ct *Controller) background(f func(ctx context.Context)) {
 
 // route picks the flow an inbound call runs.
 func (ct *Controller) route(c *Call) *program {
+	if p := ct.routeDialed(c); p != nil {
+		return p
+	}
 	if ct.cfg.DefaultFlowID == "" {
 		return ct.prog
 	}

@@ -74,6 +74,8 @@ func TestEveryActionTypeHasExecutor(t *testing.T) {
 		"fetch_flow":         `{"flow_id":"other"}`,
 		"webhook_send":       `{"url":"http://127.0.0.1:1/hook"}`,
 		"media_stream":       `{"url":"ws://127.0.0.1:1/agent","encoding":"l16","direction":"both"}`,
+		"connect":            `{"destinations":[{"type":"extension","target":"1002"}]}`,
+		"ai_talk":            `{"agent_id":"support","greeting":"Hi","variables":{"name":"${call.from_user}"},"max_duration_s":600}`,
 	}
 	for typ, spec := range actionTypes {
 		opt, ok := minimal[typ]

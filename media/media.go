@@ -1,8 +1,16 @@
 // Package media carries call audio: G.711 over RTP with a 20 ms send clock,
-// RFC 4733 DTMF, WAV files, and small signal helpers.
+// an adaptive jitter buffer, RTCP, RFC 4733 DTMF, stereo call recording,
+// WAV files, and small signal helpers.
 //
 // Internal audio is always 8 kHz, 16-bit, mono, in 20 ms frames of 160
 // samples; G.711 encoding happens only at the RTP edge.
+//
+// A Stream is one call leg's RTP: its reader pushes inbound packets into a
+// Receiver (the jitter buffer), and its clock, every 20 ms on an absolute
+// schedule, sends one packet from the playout queue and pulls one frame of
+// playout for Frames (and the Recorder). The Receiver works on any clock,
+// so `voxbridge replay` runs captures through the same code in simulated
+// time (PlaySimulated).
 package media
 
 import (

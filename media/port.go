@@ -78,3 +78,33 @@ func (r PortRange) Listen(ip net.IP) (*net.UDPConn, error) {
 	}
 	return nil, fmt.Errorf("media: no free rtp port in %s on %v", r, ip)
 }
+
+// ListenPair binds RTP on a free even port p of the range and RTCP on p+1
+// (RFC 3550 §11), both on ip. Pairs where either port is taken are skipped.
+func (r PortRange) ListenPair(ip net.IP) (rtpConn, rtcpConn *net.UDPConn, err error) {
+	if err := r.validate(); err != nil {
+		return nil, nil, err
+	}
+	n := r.count()
+	start := rand.IntN(n)
+	for i := range n {
+		port := r.first() + 2*((start+i)%n)
+		a, err := net.ListenUDP("udp", &net.UDPAddr{IP: ip, Port: port})
+		if err != nil {
+			if errors.Is(err, syscall.EADDRINUSE) {
+				continue
+			}
+			return nil, nil, fmt.Errorf("media: listen rtp on %v: %w", ip, err)
+		}
+		b, err := net.ListenUDP("udp", &net.UDPAddr{IP: ip, Port: port + 1})
+		if err != nil {
+			a.Close()
+			if errors.Is(err, syscall.EADDRINUSE) {
+				continue
+			}
+			return nil, nil, fmt.Errorf("media: listen rtcp on %v: %w", ip, err)
+		}
+		return a, b, nil
+	}
+	return nil, nil, fmt.Errorf("media: no free rtp/rtcp port pair in %s on %v", r, ip)
+}

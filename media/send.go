@@ -1,23 +1,18 @@
 package media
 
 import (
-	"context"
 	"encoding/binary"
 	"fmt"
 	"slices"
 	"time"
 )
 
-// maxCatchUp bounds the burst sent after a late wake-up. A short stall is
-// repaired by sending the missed packets; a long one (VM pause, suspend) is
-// skipped over so the peer's jitter buffer is not flooded.
-const maxCatchUp = 10
-
 // chunk is one Enqueue call's audio.
 type chunk struct {
-	pcm  []int16
-	off  int
-	done chan struct{}
+	pcm     []int16
+	off     int
+	done    chan struct{}
+	started chan time.Time // buffered 1; nil for plain Enqueue
 }
 
 // dtmfJob is one queued outbound RFC 4733 event.
@@ -42,15 +37,33 @@ func closedChan() chan struct{} {
 // chunk has been sent on the wire, when it was flushed, or when the stream
 // ended. An empty chunk closes once everything queued before it has been sent.
 func (s *Stream) Enqueue(pcm []int16) <-chan struct{} {
+	done, _ := s.enqueue(pcm, false)
+	return done
+}
+
+// EnqueueStarted is Enqueue that also reports when the chunk began to play:
+// started delivers, once, the wall-clock time the first RTP packet carrying
+// this chunk was written to the socket. It never delivers if the chunk was
+// flushed (or the stream ended) before that, nor for an empty chunk. The
+// caller can work out how much was heard from that time when it flushes.
+func (s *Stream) EnqueueStarted(pcm []int16) (done <-chan struct{}, started <-chan time.Time) {
+	return s.enqueue(pcm, true)
+}
+
+func (s *Stream) enqueue(pcm []int16, withStart bool) (chan struct{}, chan time.Time) {
+	var started chan time.Time
+	if withStart {
+		started = make(chan time.Time, 1)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.stopped {
-		return closedChan()
+		return closedChan(), started
 	}
-	c := &chunk{pcm: slices.Clone(pcm), done: make(chan struct{})}
+	c := &chunk{pcm: slices.Clone(pcm), done: make(chan struct{}), started: started}
 	s.queue = append(s.queue, c)
 	s.queued += len(pcm)
-	return c.done
+	return c.done, started
 }
 
 // Flush drops everything queued (barge-in); the next tick sends silence.
@@ -102,45 +115,26 @@ func (s *Stream) SendDTMF(digit rune, d time.Duration) (<-chan struct{}, error) 
 	return j.done, nil
 }
 
-// clockLoop is the stream's only pacer: packet n leaves at start + n*20ms on
-// an absolute schedule, so scheduling delays never accumulate into drift.
-func (s *Stream) clockLoop(ctx context.Context, readerDone <-chan struct{}) {
-	defer s.shutdown(readerDone)
-	start := time.Now()
-	var sent int64
-	timer := time.NewTimer(0)
-	defer timer.Stop()
-	if ctx.Err() != nil {
-		return
-	}
-	for {
-		due := int64(time.Since(start)/FrameDuration) + 1
-		if behind := due - sent; behind > maxCatchUp {
-			skip := behind - maxCatchUp
-			sent += skip
-			// Keep the RTP timestamp on the wall clock so the peer sees a gap, not a squeeze.
-			s.tx.ts += uint32(skip * FrameSamples)
-		}
-		for ; sent < due; sent++ {
-			s.tick()
-		}
-		timer.Reset(time.Until(start.Add(time.Duration(sent) * FrameDuration)))
-		select {
-		case <-ctx.Done():
-			return
-		case <-timer.C:
-		}
+func (s *Stream) logRecordError(err error) {
+	t := &s.tx
+	if now := time.Now(); now.Sub(t.errLogAt) > 10*time.Second {
+		t.errLogAt = now
+		s.log.Warn("recording failed", "err", err)
 	}
 }
 
-// tick sends exactly one packet: DTMF if an event is playing, else 20 ms of
-// queued audio padded with silence.
-func (s *Stream) tick() {
+// tick sends exactly one packet, due at sched: DTMF if an event is playing,
+// else 20 ms of queued audio padded with silence. It returns the audio the
+// packet stands for (the DTMF tone for an event), valid until the next tick.
+func (s *Stream) tick(sched time.Time) []int16 {
 	t := &s.tx
 	t.dones = t.dones[:0]
+	t.starts = t.starts[:0]
 	var pt uint8
 	var dtmf [4]byte
 	isDTMF, markAfter := false, false
+	var toneEvent byte
+	var toneOffset int
 
 	s.mu.Lock()
 	if len(s.dtmfQ) > 0 {
@@ -160,6 +154,10 @@ func (s *Stream) tick() {
 		binary.BigEndian.PutUint16(dtmf[2:], dur)
 		pt = s.dtmfPT
 		t.hdr.Timestamp = j.ts
+		toneEvent, toneOffset = j.event, j.sent*FrameSamples
+		if end {
+			toneOffset = -1 // the key is up: silence
+		}
 		j.sent++
 		if j.sent == j.packets+dtmfEndPackets {
 			t.dones = append(t.dones, j.done)
@@ -171,6 +169,9 @@ func (s *Stream) tick() {
 		n := 0
 		for n < FrameSamples && len(s.queue) > 0 {
 			c := s.queue[0]
+			if c.off == 0 && len(c.pcm) > 0 && c.started != nil {
+				t.starts = append(t.starts, c.started)
+			}
 			k := copy(t.frame[n:], c.pcm[c.off:])
 			c.off += k
 			n += k
@@ -194,8 +195,11 @@ func (s *Stream) tick() {
 	if _, err := t.hdr.MarshalTo(buf); err != nil {
 		panic(err) // fixed 12-byte header into a 12-byte buffer cannot fail
 	}
+	out := t.frame
 	if isDTMF {
 		buf = append(buf, dtmf[:]...)
+		out = t.toneFrame
+		dtmfTone(out, toneEvent, toneOffset)
 	} else {
 		buf = s.codec.Encode(buf, t.frame)
 	}
@@ -204,6 +208,7 @@ func (s *Stream) tick() {
 	t.ts += FrameSamples
 	t.marker = markAfter
 
+	t.late.add(time.Since(sched))
 	if _, err := s.conn.WriteToUDPAddrPort(buf, s.remote); err != nil {
 		if now := time.Now(); now.Sub(t.errLogAt) > 10*time.Second {
 			t.errLogAt = now
@@ -212,8 +217,16 @@ func (s *Stream) tick() {
 	} else {
 		s.stats.packetsOut.Add(1)
 		s.stats.bytesOut.Add(uint64(len(buf)))
+		s.stats.payloadOut.Add(uint64(len(buf) - 12))
+	}
+	if len(t.starts) > 0 {
+		now := time.Now()
+		for _, c := range t.starts {
+			c <- now // buffered, and each chunk starts once
+		}
 	}
 	for _, d := range t.dones {
 		close(d)
 	}
+	return out
 }

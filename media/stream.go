@@ -1,13 +1,16 @@
 package media
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,43 +32,99 @@ type StreamConfig struct {
 	Codec           Codec
 	DTMFPayloadType uint8        // RFC 4733 telephone-event PT, 0 = not negotiated
 	Logger          *slog.Logger // may be nil
+
+	// RTCP (RFC 3550). With RTCPMux (a=rtcp-mux, RFC 5761) RTCP shares Conn
+	// and Remote. Otherwise RTCPConn, if set, is the RTCP socket (the RTP
+	// port + 1, see PortRange.ListenPair), owned and closed by the Stream,
+	// and reports go to RemoteRTCP (default: Remote's port + 1). With
+	// neither, the stream sends and reads no RTCP. RTCP is accepted from
+	// the Remote IP on any port.
+	RTCPMux      bool
+	RTCPConn     *net.UDPConn
+	RemoteRTCP   *net.UDPAddr
+	RTCPInterval time.Duration // mean report interval, default DefaultRTCPInterval
+	CNAME        string        // SDES CNAME, default "voxbridge-<ssrc>"
+
+	// MinDelay and MaxDelay bound the jitter buffer (ReceiverConfig).
+	MinDelay, MaxDelay time.Duration
+
+	// Recorder, if set, gets one stereo frame per 20 ms tick: the audio
+	// played out from the peer on the left (silence before its first
+	// packet) and what the stream sent on the right. The Stream does not
+	// close it.
+	Recorder *Recorder
 }
 
 // Stats are cumulative counters of a stream.
 type Stats struct {
-	PacketsIn, PacketsOut, PacketsLost uint64 // lost = gaps in inbound sequence numbers
+	PacketsIn, PacketsOut, PacketsLost uint64 // lost = expected minus received sequence numbers (RFC 3550)
 	BytesIn, BytesOut                  uint64 // UDP payload bytes (RTP header included)
-	Dropped                            uint64 // packets from a wrong source, unparseable, or with an unknown payload type
+	Dropped                            uint64 // datagrams from a wrong source, unparseable, or with an unknown payload type
 	FramesDropped                      uint64 // frames dropped because the Frames consumer was slow
 	DTMFIn                             uint64 // distinct inbound DTMF events
-	PacketsLate                        uint64 // valid packets not played: late, duplicate or out of sequence (counted in PacketsIn)
+	PacketsLate                        uint64 // valid packets not played: late or duplicate (counted in PacketsIn)
+
+	// Receive is the jitter buffer's view of the inbound stream.
+	Receive ReceiveStats
+
+	// Send pacing: how late packets left against their 20 ms schedule.
+	SendLateP99MS, SendLateMaxMS float64
+	SendLate                     LatenessHistogram
+
+	// RTCP. The Remote* fields come from the peer's reports about our
+	// stream; RTTMS from LSR/DLSR (RFC 3550 §6.4.1). Zero until known.
+	RTCPSent, RTCPReceived uint64
+	RTTMS                  float64
+	RemoteLossFraction     float64 // fraction of our packets lost in the peer's last report interval
+	RemoteLost             int64   // cumulative packets of ours the peer lost
+	RemoteJitterMS         float64
+	RemoteBye              bool
+
+	// Estimated listening quality of what we receive (EModel): loss
+	// includes late packets; delay is RTT/2 + jitter buffer + 20 ms.
+	// Zero before anything was received.
+	RFactor, MOS float64
 }
 
 type counters struct {
-	packetsIn, packetsOut, packetsLost atomic.Uint64
-	bytesIn, bytesOut                  atomic.Uint64
-	dropped, framesDropped, dtmfIn     atomic.Uint64
-	late                               atomic.Uint64
+	packetsIn, packetsOut  atomic.Uint64
+	bytesIn, bytesOut      atomic.Uint64
+	payloadOut             atomic.Uint64
+	dropped, framesDropped atomic.Uint64
 }
 
-// Stream is one RTP audio stream: a reader turning inbound packets into 20 ms
-// frames and DTMF events, and a clock sending one packet every 20 ms from a
-// playout queue.
+// Stream is one RTP audio stream: a reader pushing inbound packets into a
+// jitter buffer, and a clock (shared with other streams, see clock.go)
+// that every 20 ms sends one packet from a playout queue and takes one
+// frame of playout for Frames. With RTCP configured it reports every few
+// seconds and says BYE when it stops.
 type Stream struct {
-	conn   *net.UDPConn
-	local  netip.AddrPort
-	remote netip.AddrPort // unmapped, so it compares equal to what ReadFrom reports
-	codec  Codec
-	dtmfPT uint8
-	log    *slog.Logger
+	conn         *net.UDPConn
+	rtcpConn     *net.UDPConn // nil: RTCP on conn (mux) or none
+	local        netip.AddrPort
+	remote       netip.AddrPort // unmapped, so it compares equal to what ReadFrom reports
+	remoteRTCP   netip.AddrPort // invalid: no RTCP
+	rtcpMux      bool
+	rtcpInterval time.Duration
+	cname        string
+	codec        Codec
+	dtmfPT       uint8
+	log          *slog.Logger
+	rx           *Receiver
+	rec          *Recorder
 
 	frames chan []int16
 	dtmf   chan DTMFEvent
 	done   chan struct{}
 	stats  counters
+	rtcpSt rtcpState
 
-	rx rxState // reader goroutine only
-	tx txState // clock goroutine only
+	tx  txState     // clock only
+	clk streamClock // clock only
+
+	logMu     sync.Mutex
+	dropLogAt time.Time
+	dropsLog  int
 
 	mu        sync.Mutex // guards everything below
 	started   bool
@@ -97,6 +156,30 @@ func NewStream(cfg StreamConfig) (*Stream, error) {
 	if !remote.IsValid() || remote.Port() == 0 {
 		return nil, fmt.Errorf("media: bad remote address %v", cfg.Remote)
 	}
+	if cfg.RTCPMux && cfg.RTCPConn != nil {
+		return nil, errors.New("media: RTCPMux and RTCPConn are exclusive")
+	}
+	var remoteRTCP netip.AddrPort
+	switch {
+	case cfg.RTCPMux:
+		remoteRTCP = remote
+	case cfg.RTCPConn != nil && cfg.RemoteRTCP != nil:
+		remoteRTCP = cfg.RemoteRTCP.AddrPort()
+		if !remoteRTCP.IsValid() || remoteRTCP.Port() == 0 {
+			return nil, fmt.Errorf("media: bad remote RTCP address %v", cfg.RemoteRTCP)
+		}
+	case cfg.RTCPConn != nil:
+		if remote.Port() == 65535 {
+			return nil, errors.New("media: remote RTP port 65535 leaves no RTCP port")
+		}
+		remoteRTCP = netip.AddrPortFrom(remote.Addr(), remote.Port()+1)
+	}
+	if cfg.RTCPInterval < 0 {
+		return nil, fmt.Errorf("media: negative RTCP interval %v", cfg.RTCPInterval)
+	}
+	if cfg.MinDelay < 0 || cfg.MaxDelay < 0 || (cfg.MaxDelay > 0 && cfg.MaxDelay < cfg.MinDelay) {
+		return nil, fmt.Errorf("media: bad jitter buffer bounds %v-%v", cfg.MinDelay, cfg.MaxDelay)
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -106,17 +189,33 @@ func NewStream(cfg StreamConfig) (*Stream, error) {
 		local = la.AddrPort()
 	}
 	s := &Stream{
-		conn:   cfg.Conn,
-		local:  local,
-		remote: unmap(remote),
-		codec:  cfg.Codec,
-		dtmfPT: cfg.DTMFPayloadType,
-		log:    log,
-		frames: make(chan []int16, framesBuffer),
-		dtmf:   make(chan DTMFEvent, dtmfBuffer),
-		done:   make(chan struct{}),
+		conn:         cfg.Conn,
+		rtcpConn:     cfg.RTCPConn,
+		local:        local,
+		remote:       unmap(remote),
+		remoteRTCP:   remoteRTCP,
+		rtcpMux:      cfg.RTCPMux,
+		rtcpInterval: cmp.Or(cfg.RTCPInterval, DefaultRTCPInterval),
+		codec:        cfg.Codec,
+		dtmfPT:       cfg.DTMFPayloadType,
+		log:          log,
+		rec:          cfg.Recorder,
+		frames:       make(chan []int16, framesBuffer),
+		dtmf:         make(chan DTMFEvent, dtmfBuffer),
+		done:         make(chan struct{}),
 	}
+	s.rx = NewReceiver(ReceiverConfig{
+		Codec:           cfg.Codec,
+		DTMFPayloadType: cfg.DTMFPayloadType,
+		MinDelay:        cfg.MinDelay,
+		MaxDelay:        cfg.MaxDelay,
+		OnDTMF:          s.onDTMF,
+	})
 	s.tx.init()
+	s.cname = cfg.CNAME
+	if s.cname == "" {
+		s.cname = fmt.Sprintf("voxbridge-%08x", s.tx.ssrc)
+	}
 	return s, nil
 }
 
@@ -124,7 +223,7 @@ func unmap(ap netip.AddrPort) netip.AddrPort {
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
 
-// Start launches the reader and the 20 ms send clock; both end when ctx is
+// Start launches the reader(s) and the 20 ms clock; they end when ctx is
 // done or Close is called. Later calls do nothing.
 func (s *Stream) Start(ctx context.Context) {
 	s.mu.Lock()
@@ -136,21 +235,65 @@ func (s *Stream) Start(ctx context.Context) {
 	ctx, s.cancel = context.WithCancel(ctx)
 	s.mu.Unlock()
 
-	readerDone := make(chan struct{})
-	go s.readLoop(ctx, readerDone)
-	go s.clockLoop(ctx, readerDone)
+	readers := []chan struct{}{make(chan struct{})}
+	go s.readLoop(ctx, s.conn, false, readers[0])
+	if s.rtcpConn != nil {
+		readers = append(readers, make(chan struct{}))
+		go s.readLoop(ctx, s.rtcpConn, true, readers[1])
+	}
+	s.startClock(ctx, readers)
 }
 
-// shutdown runs once, on the clock goroutine, when the stream's context ends:
-// closing the socket is what unblocks the reader.
-func (s *Stream) shutdown(readerDone <-chan struct{}) {
-	err := s.conn.Close()
-	<-readerDone
-	s.release()
-	if err != nil && !errors.Is(err, net.ErrClosed) {
-		s.closeErr = err
+// shutdown runs once, when the stream's context ends and its clock has let
+// go of it: it says BYE, and closing the sockets unblocks the readers.
+func (s *Stream) shutdown(readers []chan struct{}) {
+	if s.rtcpEnabled() {
+		s.sendRTCP(time.Now(), true)
 	}
+	err := s.closeConns()
+	for _, r := range readers {
+		<-r
+	}
+	s.drain()
+	s.release()
+	close(s.frames)
+	close(s.dtmf)
+	s.closeErr = err
 	close(s.done)
+}
+
+// drain plays out what the jitter buffer still holds when the stream stops
+// (the last words before a BYE), at once, to Frames and the recording.
+func (s *Stream) drain() {
+	if !s.rx.started() {
+		return
+	}
+	at := s.tx.nextAt
+	limit := int(s.rx.maxDly/int64(FrameDuration)) + 5
+	for range limit {
+		if s.rx.drained() {
+			return
+		}
+		f := s.rx.Pull(at)
+		s.deliver(slices.Clone(f))
+		if s.rec != nil {
+			s.rec.WriteFrame(f, nil)
+		}
+		at = at.Add(FrameDuration)
+	}
+}
+
+func (s *Stream) closeConns() error {
+	err := s.conn.Close()
+	if s.rtcpConn != nil {
+		if err2 := s.rtcpConn.Close(); err == nil {
+			err = err2
+		}
+	}
+	if errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
 }
 
 // release wakes every waiter on the queues; nothing will be sent any more.
@@ -167,8 +310,9 @@ func (s *Stream) release() {
 	s.queue, s.dtmfQ, s.queued = nil, nil, 0
 }
 
-// Close stops the goroutines, closes the socket and waits for the goroutines
-// to exit. It is idempotent and safe to call concurrently.
+// Close stops the goroutines, sends RTCP BYE (if RTCP is on and the stream
+// ran), closes the sockets and waits for the goroutines to exit. It is
+// idempotent and safe to call concurrently.
 func (s *Stream) Close() error {
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
@@ -180,13 +324,10 @@ func (s *Stream) Close() error {
 			return
 		}
 		// Never started: no goroutines to stop, do their exit work here.
-		err := s.conn.Close()
+		s.closeErr = s.closeConns()
 		s.release()
 		close(s.frames)
 		close(s.dtmf)
-		if err != nil && !errors.Is(err, net.ErrClosed) {
-			s.closeErr = err
-		}
 		close(s.done)
 	})
 	<-s.done
@@ -196,13 +337,18 @@ func (s *Stream) Close() error {
 // Done is closed when the stream has stopped.
 func (s *Stream) Done() <-chan struct{} { return s.done }
 
-// Frames delivers inbound audio as decoded 20 ms frames (len FrameSamples, an
-// owned copy each). The reader never blocks on it: when the consumer is slow
-// the oldest frame is dropped and counted. Closed when the stream ends.
+// Frames delivers inbound audio as decoded 20 ms frames (len FrameSamples,
+// an owned copy each), one per tick of the stream's clock from the first
+// inbound packet on: played out through the jitter buffer, with loss
+// concealed and silence where the peer sent none. When the stream stops,
+// what the buffer still holds is delivered at once before the channel
+// closes, so the last words before a hangup are not lost. The clock never
+// blocks on it: when the consumer is slow the oldest frame is dropped and
+// counted.
 func (s *Stream) Frames() <-chan []int16 { return s.frames }
 
-// DTMF delivers received digits, one per RFC 4733 event. Closed when the
-// stream ends.
+// DTMF delivers received digits, one per RFC 4733 event, as soon as the
+// event's first packet arrives. Closed when the stream ends.
 func (s *Stream) DTMF() <-chan DTMFEvent { return s.dtmf }
 
 // LocalAddr is the address of the stream's socket, for the SDP.
@@ -211,30 +357,57 @@ func (s *Stream) LocalAddr() *net.UDPAddr { return net.UDPAddrFromAddrPort(s.loc
 // Stats returns a snapshot of the counters.
 func (s *Stream) Stats() Stats {
 	c := &s.stats
-	return Stats{
+	rs := s.rx.Stats()
+	st := Stats{
 		PacketsIn:     c.packetsIn.Load(),
 		PacketsOut:    c.packetsOut.Load(),
-		PacketsLost:   c.packetsLost.Load(),
+		PacketsLost:   rs.Lost,
 		BytesIn:       c.bytesIn.Load(),
 		BytesOut:      c.bytesOut.Load(),
 		Dropped:       c.dropped.Load(),
 		FramesDropped: c.framesDropped.Load(),
-		DTMFIn:        c.dtmfIn.Load(),
-		PacketsLate:   c.late.Load(),
+		DTMFIn:        rs.DTMFEvents,
+		PacketsLate:   rs.Late + rs.Duplicates,
+		Receive:       rs,
 	}
+	st.SendLate = s.tx.late.snapshot()
+	st.SendLateP99MS = float64(st.SendLate.Quantile(0.99)) / float64(time.Millisecond)
+	st.SendLateMaxMS = float64(st.SendLate.Max) / float64(time.Millisecond)
+	r := &s.rtcpSt
+	r.mu.Lock()
+	st.RTCPSent, st.RTCPReceived = r.sent, r.received
+	if r.haveRTT {
+		st.RTTMS = float64(r.rtt) / float64(time.Millisecond)
+	}
+	if r.haveRemote {
+		st.RemoteLossFraction, st.RemoteLost, st.RemoteJitterMS = r.remoteFrac, r.remoteLost, r.remoteJitt
+	}
+	st.RemoteBye = r.peerBye
+	r.mu.Unlock()
+	if expected := rs.Packets + rs.Lost; rs.Packets > 0 {
+		loss := float64(rs.Lost+rs.Late) / float64(expected)
+		delay := time.Duration((st.RTTMS/2 + rs.DelayMSMean) * float64(time.Millisecond))
+		st.RFactor, st.MOS = EModel(loss, delay+FrameDuration)
+	}
+	return st
 }
 
-// txState is the sender's RTP state, owned by the clock goroutine.
+// txState is the sender's RTP state, owned by the stream's clock (and by
+// shutdown once the clock has let go).
 type txState struct {
-	ssrc     uint32
-	seq      uint16
-	ts       uint32
-	marker   bool // set the marker on the next packet
-	hdr      rtp.Header
-	buf      []byte
-	frame    []int16
-	dones    []chan struct{}
-	errLogAt time.Time
+	ssrc      uint32
+	seq       uint16
+	ts        uint32
+	nextAt    time.Time // when the packet with timestamp ts is due
+	marker    bool      // set the marker on the next packet
+	hdr       rtp.Header
+	buf       []byte
+	frame     []int16
+	toneFrame []int16 // the DTMF tone we signal, for the recording
+	dones     []chan struct{}
+	starts    []chan time.Time
+	errLogAt  time.Time
+	late      lateHist
 }
 
 func (t *txState) init() {
@@ -247,4 +420,86 @@ func (t *txState) init() {
 	t.hdr = rtp.Header{Version: 2, SSRC: t.ssrc}
 	t.buf = make([]byte, 0, 12+FrameSamples)
 	t.frame = make([]int16, FrameSamples)
+	t.toneFrame = make([]int16, FrameSamples)
+}
+
+// LatenessHistogram counts how late packets left against their 20 ms
+// schedule: 0.1 ms buckets to 10 ms, 1 ms buckets to 100 ms, then one
+// bucket for the rest. Histograms of many streams Merge into one.
+type LatenessHistogram struct {
+	Buckets [latenessBuckets]uint32
+	Count   uint64
+	Max     time.Duration
+}
+
+const latenessBuckets = 191
+
+func latenessBucket(d time.Duration) int {
+	switch {
+	case d < 10*time.Millisecond:
+		return int(max(d, 0) / (100 * time.Microsecond))
+	case d < 100*time.Millisecond:
+		return 100 + int((d-10*time.Millisecond)/time.Millisecond)
+	}
+	return latenessBuckets - 1
+}
+
+// Merge adds o's counts to h.
+func (h *LatenessHistogram) Merge(o LatenessHistogram) {
+	for i, c := range o.Buckets {
+		h.Buckets[i] += c
+	}
+	h.Count += o.Count
+	h.Max = max(h.Max, o.Max)
+}
+
+// Quantile returns the upper edge of the bucket holding quantile q (0..1),
+// capped at the maximum: at least q of the packets left no later than that.
+// A quantile in the open-ended last bucket (100 ms or more) reports Max.
+func (h LatenessHistogram) Quantile(q float64) time.Duration {
+	if h.Count == 0 {
+		return 0
+	}
+	want := uint64(math.Ceil(q * float64(h.Count)))
+	var cum uint64
+	for i, c := range h.Buckets {
+		cum += uint64(c)
+		if cum >= max(want, 1) {
+			switch {
+			case i < 100:
+				return min(h.Max, time.Duration(i+1)*100*time.Microsecond)
+			case i < len(h.Buckets)-1:
+				return min(h.Max, time.Duration(i-89)*time.Millisecond)
+			}
+			return h.Max
+		}
+	}
+	return h.Max
+}
+
+// lateHist is the clock's histogram, written without locks (the clock is
+// its only writer) and read by Stats.
+type lateHist struct {
+	b   [latenessBuckets]atomic.Uint32
+	n   atomic.Uint64
+	max atomic.Int64
+}
+
+func (l *lateHist) add(d time.Duration) {
+	d = max(d, 0)
+	l.b[latenessBucket(d)].Add(1)
+	l.n.Add(1)
+	if int64(d) > l.max.Load() {
+		l.max.Store(int64(d)) // single writer: no CAS needed
+	}
+}
+
+func (l *lateHist) snapshot() LatenessHistogram {
+	var h LatenessHistogram
+	for i := range l.b {
+		h.Buckets[i] = l.b[i].Load()
+	}
+	h.Count = l.n.Load()
+	h.Max = time.Duration(l.max.Load())
+	return h
 }

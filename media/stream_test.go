@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -105,19 +106,10 @@ func TestFlushBargeIn(t *testing.T) {
 func TestIdleSendsSilence(t *testing.T) {
 	sink := rtptest.Listen(t)
 	s := rtptest.NewStream(t, rtptest.Listen(t), sink.LocalAddr().(*net.UDPAddr), media.PCMA, 0)
-	buf := make([]byte, 1500)
 	var first rtp.Packet
 	var prev rtp.Packet
 	for i := range 10 {
-		sink.SetReadDeadline(time.Now().Add(wait))
-		n, err := sink.Read(buf)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var p rtp.Packet
-		if err := p.Unmarshal(buf[:n]); err != nil {
-			t.Fatal(err)
-		}
+		p := readRTP(t, sink)
 		if len(p.Payload) != media.FrameSamples || p.PayloadType != 8 {
 			t.Fatalf("packet %d: pt %d, %d bytes", i, p.PayloadType, len(p.Payload))
 		}
@@ -352,20 +344,29 @@ func TestGarbageOverUDP(t *testing.T) {
 	}
 }
 
+// TestPtime30OverUDP: 30 ms packets paced on the wire come out as 20 ms
+// frames, sample for sample. The generous minimum delay keeps a loaded
+// machine's sleep jitter from turning into concealment.
 func TestPtime30OverUDP(t *testing.T) {
 	peer := rtptest.NewPeer(t)
-	b := rtptest.NewStream(t, rtptest.Listen(t), peer.Addr(), media.PCMU, 0)
+	b, err := media.NewStream(media.StreamConfig{Conn: rtptest.Listen(t), Remote: peer.Addr(), Codec: media.PCMU, MinDelay: 150 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	b.Start(t.Context())
 	peer.To = b.LocalAddr()
 	enc := media.PCMU.Encode(nil, media.Tone(1000, 600*time.Millisecond, 0.5)) // 20 packets of 240
 	want := media.PCMU.Decode(nil, enc)
+	start := time.Now()
 	for i := 0; i < len(enc); i += 240 {
+		time.Sleep(time.Until(start.Add(time.Duration(i/240) * 30 * time.Millisecond)))
 		peer.Send(0, i == 0, uint32(i), enc[i:i+240])
 	}
-	got := rtptest.Frames(t, b, len(want)/media.FrameSamples, wait) // 30 frames
-	for i := range want {
-		if got[i] != want[i] {
-			t.Fatalf("sample %d differs: audio lost or reordered in re-chunking", i)
-		}
+	got := rtptest.Frames(t, b, 45, wait)
+	i := slices.IndexFunc(got, func(v int16) bool { return v != 0 }) - 1 // the tone's first sample is 0
+	if i < 0 || len(got)-i < len(want) || !slices.Equal(got[i:i+len(want)], want) {
+		t.Errorf("audio lost or reordered in re-chunking (starts at %d; stats %+v)", i, b.Stats().Receive)
 	}
 }
 
@@ -460,5 +461,280 @@ func TestNewStreamValidation(t *testing.T) {
 		if _, err := media.NewStream(cfg); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+}
+
+// readRTP reads one RTP packet from sink.
+func readRTP(t *testing.T, sink *net.UDPConn) rtp.Packet {
+	t.Helper()
+	buf := make([]byte, 1500)
+	sink.SetReadDeadline(time.Now().Add(wait))
+	n, err := sink.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p rtp.Packet
+	if err := p.Unmarshal(buf[:n]); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestEnqueueStarted: started reports when the chunk's first packet was
+// written, once; a chunk flushed before it started never reports.
+func TestEnqueueStarted(t *testing.T) {
+	sink := rtptest.Listen(t)
+	s := rtptest.NewStream(t, rtptest.Listen(t), sink.LocalAddr().(*net.UDPAddr), media.PCMU, 0)
+	before := time.Now()
+	done1, started1 := s.EnqueueStarted(media.Tone(1000, 200*time.Millisecond, 0.5))
+	done2, started2 := s.EnqueueStarted(media.Tone(1000, time.Minute, 0.5))
+	var at time.Time
+	select {
+	case at = <-started1:
+	case <-time.After(wait):
+		t.Fatal("started never delivered")
+	}
+	if at.Before(before) {
+		t.Errorf("started at %v, before the Enqueue at %v", at, before)
+	}
+	<-done1
+	select {
+	case at2 := <-started2:
+		// After the first chunk's 10 packets: normally 200 ms later, less
+		// if a loaded machine made the clock catch up in a burst.
+		if !at2.After(at) {
+			t.Errorf("second chunk started at %v, not after the first at %v", at2, at)
+		}
+	case <-time.After(wait):
+		t.Fatal("second chunk never started")
+	}
+	// A chunk queued behind a long one and flushed: never started.
+	_, started3 := s.EnqueueStarted(media.Tone(1000, time.Second, 0.5))
+	s.Flush()
+	<-done2
+	select {
+	case <-started3:
+		t.Error("a chunk flushed before it played reported a start")
+	case <-time.After(100 * time.Millisecond):
+	}
+	// Each start is delivered once.
+	select {
+	case <-started1:
+		t.Error("started delivered twice")
+	default:
+	}
+}
+
+// TestFlushWithinOneFrame reads the wire: once Flush returns, at most the
+// packet being built at that moment still carries the flushed audio.
+func TestFlushWithinOneFrame(t *testing.T) {
+	sink := rtptest.Listen(t)
+	s := rtptest.NewStream(t, rtptest.Listen(t), sink.LocalAddr().(*net.UDPAddr), media.PCMU, 0)
+	first := readRTP(t, sink)
+	s.Enqueue(media.Tone(1000, time.Minute, 0.5))
+	for i := 0; ; i++ {
+		if i > 200 {
+			t.Fatal("tone never sent")
+		}
+		if p := readRTP(t, sink); isTone(media.PCMU.Decode(nil, p.Payload)) {
+			break
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	s.Flush()
+	sentAtFlush := s.Stats().PacketsOut // packets fully sent before Flush returned
+	for range 60 {
+		p := readRTP(t, sink)
+		index := uint64(p.SequenceNumber - first.SequenceNumber) // 0-based count of packets sent
+		tone := !isSilent(media.PCMU.Decode(nil, p.Payload))
+		if tone && index > sentAtFlush {
+			t.Fatalf("packet %d carries flushed audio; %d had been sent when Flush returned", index, sentAtFlush)
+		}
+	}
+}
+
+// TestPacingOnWire: one packet per 20 ms on an absolute schedule: sequence
+// numbers are contiguous, timestamps advance by 160 per packet (or by whole
+// packets more, if a long stall on a loaded machine was skipped), and media
+// time follows the wall clock without drift.
+func TestPacingOnWire(t *testing.T) {
+	sink := rtptest.Listen(t)
+	s := rtptest.NewStream(t, rtptest.Listen(t), sink.LocalAddr().(*net.UDPAddr), media.PCMU, 0)
+	first := readRTP(t, sink)
+	start := time.Now()
+	prev := first
+	const n = 150 // 3 s
+	for range n {
+		p := readRTP(t, sink)
+		d := p.Timestamp - prev.Timestamp
+		if p.SequenceNumber != prev.SequenceNumber+1 || d < 160 || d%160 != 0 {
+			t.Fatalf("%v after %v", p.Header, prev.Header)
+		}
+		prev = p
+	}
+	el := time.Since(start)
+	mediaTime := time.Duration(prev.Timestamp-first.Timestamp) * time.Second / media.SampleRate
+	// Generous: the reader may lag on a loaded machine; a drifting clock
+	// would be off by a growing amount.
+	if diff := el - mediaTime; diff < -100*time.Millisecond || diff > 500*time.Millisecond {
+		t.Errorf("%v of media time took %v of wall time", mediaTime, el)
+	}
+	st := s.Stats()
+	t.Logf("send lateness p99 %.2f ms, max %.2f ms", st.SendLateP99MS, st.SendLateMaxMS)
+	if st.SendLate.Count < n || st.SendLateMaxMS < st.SendLateP99MS {
+		t.Errorf("lateness: %d packets, p99 %v max %v", st.SendLate.Count, st.SendLateP99MS, st.SendLateMaxMS)
+	}
+}
+
+// rtcpPair returns two started streams with RTCP every 200 ms, either
+// multiplexed on the RTP port or on RTP port + 1.
+func rtcpPair(t *testing.T, mux bool) (a, b *media.Stream) {
+	t.Helper()
+	mk := func(conn, rtcpConn *net.UDPConn, remote *net.UDPAddr) *media.Stream {
+		cfg := media.StreamConfig{Conn: conn, Remote: remote, Codec: media.PCMU, RTCPInterval: 200 * time.Millisecond}
+		if mux {
+			cfg.RTCPMux = true
+		} else {
+			cfg.RTCPConn = rtcpConn
+		}
+		s, err := media.NewStream(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		s.Start(t.Context())
+		return s
+	}
+	ports := media.PortRange{Min: 30000, Max: 39999}
+	ra, ca, err := ports.ListenPair(net.IPv4(127, 0, 0, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb, cb, err := ports.ListenPair(net.IPv4(127, 0, 0, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*net.UDPConn{ra, rb} {
+		if c.LocalAddr().(*net.UDPAddr).Port%2 != 0 {
+			t.Fatalf("RTP on odd port %v", c.LocalAddr())
+		}
+	}
+	if ca.LocalAddr().(*net.UDPAddr).Port != ra.LocalAddr().(*net.UDPAddr).Port+1 {
+		t.Fatalf("RTCP %v not next to RTP %v", ca.LocalAddr(), ra.LocalAddr())
+	}
+	if mux {
+		ca.Close()
+		cb.Close()
+	}
+	a = mk(ra, ca, rb.LocalAddr().(*net.UDPAddr))
+	b = mk(rb, cb, ra.LocalAddr().(*net.UDPAddr))
+	return a, b
+}
+
+// TestRTCPLoopback: both sides report, each learns the RTT and that the
+// other lost nothing, the MOS of a clean loopback call is high, and Close
+// says BYE.
+func TestRTCPLoopback(t *testing.T) {
+	for _, mux := range []bool{true, false} {
+		t.Run(map[bool]string{true: "mux", false: "port+1"}[mux], func(t *testing.T) {
+			a, b := rtcpPair(t, mux)
+			a.Enqueue(media.Tone(1000, 3*time.Second, 0.5))
+			rtptest.Eventually(t, wait, "reports with RTT both ways", func() bool {
+				sa, sb := a.Stats(), b.Stats()
+				return sa.RTCPReceived >= 3 && sb.RTCPReceived >= 3 && sa.RTTMS > 0 && sb.RTTMS > 0
+			})
+			for _, s := range []*media.Stream{a, b} {
+				st := s.Stats()
+				t.Logf("RTT %.3f ms, remote loss %v/%d, jitter %.2f ms, R %.1f, MOS %.2f, sent %d RTCP",
+					st.RTTMS, st.RemoteLossFraction, st.RemoteLost, st.RemoteJitterMS, st.RFactor, st.MOS, st.RTCPSent)
+				if st.RTTMS > 1000 || st.RemoteLost != 0 || st.RemoteLossFraction != 0 || st.Dropped != 0 {
+					t.Errorf("%+v", st)
+				}
+				// The MOS is the E-model of the stream's own numbers (how
+				// high depends on how loaded the machine is: late packets
+				// count as lost).
+				rs := st.Receive
+				loss := float64(rs.Lost+rs.Late) / float64(rs.Packets+rs.Lost)
+				delay := time.Duration((st.RTTMS/2 + rs.DelayMSMean) * float64(time.Millisecond))
+				if _, mos := media.EModel(loss, delay+media.FrameDuration); st.MOS != mos || mos < 1 || mos > 4.5 {
+					t.Errorf("MOS %v, want %v", st.MOS, mos)
+				}
+			}
+			if a.Stats().RemoteBye {
+				t.Error("BYE before anyone closed")
+			}
+			a.Close()
+			rtptest.Eventually(t, wait, "BYE at B", func() bool { return b.Stats().RemoteBye })
+		})
+	}
+}
+
+func TestEModel(t *testing.T) {
+	for _, c := range []struct {
+		loss     float64
+		delay    time.Duration
+		min, max float64
+	}{
+		{0, 40 * time.Millisecond, 4.35, 4.45},   // clean: G.711's ceiling
+		{0.01, 60 * time.Millisecond, 4.1, 4.3},  // 1 % loss
+		{0.05, 60 * time.Millisecond, 3.7, 3.95}, // 5 % loss
+		{0, 400 * time.Millisecond, 3.0, 3.6},    // long delay
+		{0.3, 300 * time.Millisecond, 1.0, 1.6},  // unusable
+		{-1, -time.Second, 4.35, 4.5},            // nonsense clamps
+		{2, time.Hour, 1, 1},
+	} {
+		r, mos := media.EModel(c.loss, c.delay)
+		if mos < c.min || mos > c.max {
+			t.Errorf("loss %v delay %v: R %.1f MOS %.2f, want %.2f-%.2f", c.loss, c.delay, r, mos, c.min, c.max)
+		}
+	}
+}
+
+func TestNewStreamRTCPValidation(t *testing.T) {
+	c, rc := rtptest.Listen(t), rtptest.Listen(t)
+	r := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 9}
+	for name, cfg := range map[string]media.StreamConfig{
+		"mux and conn":      {Conn: c, Remote: r, Codec: media.PCMU, RTCPMux: true, RTCPConn: rc},
+		"bad remote rtcp":   {Conn: c, Remote: r, Codec: media.PCMU, RTCPConn: rc, RemoteRTCP: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}},
+		"no rtcp port":      {Conn: c, Remote: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 65535}, Codec: media.PCMU, RTCPConn: rc},
+		"negative interval": {Conn: c, Remote: r, Codec: media.PCMU, RTCPMux: true, RTCPInterval: -time.Second},
+		"delays inverted":   {Conn: c, Remote: r, Codec: media.PCMU, MinDelay: time.Second, MaxDelay: time.Millisecond},
+	} {
+		if _, err := media.NewStream(cfg); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+// TestCloseDrainsJitterBuffer: audio that arrived but was still in the
+// jitter buffer when the stream stopped (a BYE right after the last
+// words) reaches Frames before it closes.
+func TestCloseDrainsJitterBuffer(t *testing.T) {
+	peer := rtptest.NewPeer(t)
+	b, err := media.NewStream(media.StreamConfig{Conn: rtptest.Listen(t), Remote: peer.Addr(), Codec: media.PCMU, MinDelay: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Start(t.Context())
+	peer.To = b.LocalAddr()
+	toneFrames := make(chan int)
+	go func() { // read as frames come, so a slow start cannot fill the channel
+		n := 0
+		for f := range b.Frames() {
+			if isTone(f) {
+				n++
+			}
+		}
+		toneFrames <- n
+	}()
+	enc := media.PCMU.Encode(nil, media.Tone(1000, 200*time.Millisecond, 0.5))
+	for i := range 10 {
+		peer.Send(0, i == 0, uint32(i*160), enc[i*160:(i+1)*160])
+		time.Sleep(media.FrameDuration)
+	}
+	rtptest.Eventually(t, wait, "all 10 packets in", func() bool { return b.Stats().PacketsIn == 10 })
+	b.Close() // at least 100 ms of the tone is still buffered
+	if n := <-toneFrames; n != 10 {
+		t.Errorf("%d of 10 tone frames delivered", n)
 	}
 }

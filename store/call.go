@@ -112,6 +112,9 @@ type Call struct {
 	TMHangup       *time.Time   `json:"tm_hangup"`
 	// FlowID is the flow the call started with.
 	FlowID string `json:"flow_id"`
+	// MasterCallID is, for a leg placed by another call (connect), that
+	// call's id; "" otherwise.
+	MasterCallID string `json:"master_call_id,omitempty"`
 	// Variables are the call's flow variables when it was last written.
 	Variables map[string]string `json:"variables"`
 	// Warnings note things that went wrong without ending the call (an

@@ -26,6 +26,8 @@ type serveConfig struct {
 	FlowsDir string `yaml:"flows_dir"`
 	// DefaultFlow names the flow inbound calls run ("" = built-in echo test).
 	DefaultFlow string `yaml:"default_flow"`
+	// AgentsDir holds agent definitions (JSON/YAML) loaded at start.
+	AgentsDir string `yaml:"agents_dir"`
 	// SIPDigest lists the digest algorithms challenged, in order.
 	SIPDigest string `yaml:"sip_digest"`
 	// SIPRealm is the digest realm; extension passwords are hashed for it.
@@ -66,6 +68,7 @@ var settings = []setting{
 	{"log-level", "VOXBRIDGE_LOG_LEVEL", "debug, info, warn or error", func(c *serveConfig) *string { return &c.LogLevel }},
 	{"flows-dir", "VOXBRIDGE_FLOWS_DIR", "directory of flow files (JSON/YAML), loaded at start and on SIGHUP", func(c *serveConfig) *string { return &c.FlowsDir }},
 	{"default-flow", "VOXBRIDGE_DEFAULT_FLOW", "id of the flow inbound calls run (default: the built-in echo test)", func(c *serveConfig) *string { return &c.DefaultFlow }},
+	{"agents-dir", "VOXBRIDGE_AGENTS_DIR", "directory of agent definitions (JSON/YAML) loaded at start", func(c *serveConfig) *string { return &c.AgentsDir }},
 	{"sip-digest", "VOXBRIDGE_SIP_DIGEST", "digest algorithms to challenge with, in order (SHA-256,MD5; put MD5 first for clients that answer only the first, such as SIPp 3.6 and baresip 1.0)", func(c *serveConfig) *string { return &c.SIPDigest }},
 	{"sip-realm", "VOXBRIDGE_SIP_REALM", "digest realm (extension passwords are hashed for it)", func(c *serveConfig) *string { return &c.SIPRealm }},
 	{"sip-anonymous", "VOXBRIDGE_SIP_ANONYMOUS", `dialed users callers without an account may reach, comma-separated ("*": any, "": none); never a trunk`, func(c *serveConfig) *string { return &c.SIPAnonymous }},

@@ -23,6 +23,7 @@ Usage:
   voxbridge keys create|list|revoke
                                    API keys in the database (--db)
   voxbridge load [flags]           place many test calls against a server and report
+  voxbridge replay [flags] FILE    RTP streams of a pcap/pcapng through the jitter buffer
   voxbridge extensions add|list|delete
                                    phone accounts in the database (--db)
   voxbridge trunks add|list|delete carrier trunks in the database
@@ -48,6 +49,8 @@ func main() {
 		err = runFlows(args, os.Stdout)
 	case "load":
 		err = runLoad(args, os.Stdout)
+	case "replay":
+		err = runReplay(args, os.Stdout)
 	case "extensions":
 		err = runExtensions(args, osCLIEnv())
 	case "trunks":

@@ -180,3 +180,54 @@ func TestMediaStreamClearAndBadMessages(t *testing.T) {
 		t.Fatalf("bad messages not answered with errors:\n%s", e)
 	}
 }
+
+// A client attaches to a live call through GET /v1/calls/{id}/media: it
+// receives the caller's tone and what it sends is heard by the caller.
+func TestAttachMediaThroughAPI(t *testing.T) {
+	f := mustFlow(t, `{"id":"park","actions":[{"type":"answer"},{"type":"sleep","option":{"duration_ms":30000}},{"type":"hangup"}]}`)
+	inst, _ := testServer(t, f)
+	call := dialTest(t, inst)
+	var list struct{ Result []struct{ ID string } }
+	waitFor(t, "the call record", 10*time.Second, func() bool {
+		getJSON(t, "http://"+inst.HTTP.String()+"/v1/calls", &list)
+		return len(list.Result) == 1
+	})
+	url := "ws://" + inst.HTTP.String() + "/v1/calls/" + list.Result[0].ID + "/media?encoding=l16&api_key=" + testAPIKey
+	ws, _, err := websocket.DefaultDialer.Dial(url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	call.Play(media.Tone(1000, 3*time.Second, 0.5))
+	tone := media.Tone(900, 2*time.Second, 0.5)
+	l16 := make([]byte, 2*len(tone))
+	for i, s := range tone {
+		l16[2*i], l16[2*i+1] = byte(s), byte(uint16(s)>>8)
+	}
+	ws.WriteJSON(map[string]any{"event": "media", "media": map[string]string{"payload": base64.StdEncoding.EncodeToString(l16)}})
+
+	var heard []int16
+	ws.SetReadDeadline(time.Now().Add(15 * time.Second))
+	for len(heard) < 2*media.SampleRate {
+		var m struct {
+			Event string `json:"event"`
+			Media *struct {
+				Payload string `json:"payload"`
+			} `json:"media"`
+		}
+		if err := ws.ReadJSON(&m); err != nil {
+			t.Fatalf("after %d samples: %v", len(heard), err)
+		}
+		if m.Event != "media" {
+			continue
+		}
+		b, _ := base64.StdEncoding.DecodeString(m.Media.Payload)
+		for i := 0; i+1 < len(b); i += 2 {
+			heard = append(heard, int16(uint16(b[i])|uint16(b[i+1])<<8))
+		}
+	}
+	if _, level := strongest(heard, media.SampleRate/2, 1000); level < 0.2 {
+		t.Fatalf("the client did not receive the caller's 1 kHz tone (level %.3f)", level)
+	}
+	hears(t, "the caller", call, 900)
+}

@@ -46,8 +46,9 @@ type instance struct {
 
 // options that are not configuration: tests swap the flow.
 type instanceOptions struct {
-	flow *flow.Flow
-	now  func() time.Time
+	flow   *flow.Flow
+	now    func() time.Time
+	agents *flow.Agents
 }
 
 func startInstance(cfg serveConfig, log *slog.Logger, opt instanceOptions) (*instance, error) {
@@ -115,7 +116,34 @@ func startInstance(cfg serveConfig, log *slog.Logger, opt instanceOptions) (*ins
 		}
 		log.Info("flows loaded", "dir", cfg.FlowsDir, "flows", ids)
 	}
+	agents := opt.agents
+	if agents == nil {
+		agents = flow.NewAgents()
+	}
+	// With an OpenAI-compatible provider configured and no flow chosen,
+	// calls go to a default agent: make run plus a softphone is a voice agent.
+	if opt.flow == nil && cfg.DefaultFlow == "" {
+		if def, ok := defaultAgent(os.Getenv); ok {
+			if err := agents.Put(def); err != nil {
+				udp.Close()
+				tcp.Close()
+				return fail(fmt.Errorf("default agent: %w", err))
+			}
+			opt.flow = defaultAgentFlow()
+			log.Info("calls go to the default agent", "llm", def.LLM)
+		}
+	}
+	if cfg.AgentsDir != "" {
+		ids, err := agents.LoadDir(cfg.AgentsDir)
+		if err != nil {
+			udp.Close()
+			tcp.Close()
+			return fail(fmt.Errorf("agents-dir: %w", err))
+		}
+		log.Info("agents loaded", "dir", cfg.AgentsDir, "agents", ids)
+	}
 	inst.calls, err = flow.NewController(flow.Config{
+		Agents:  agents,
 		Store:   db,
 		MediaIP: mediaIP.Unmap(),
 		BindIP:  bindIP,
@@ -143,6 +171,7 @@ func startInstance(cfg serveConfig, log *slog.Logger, opt instanceOptions) (*ins
 		tcp.Close()
 		return fail(err)
 	}
+	inst.calls.SetDialer(inst.sip) // connect and routed calls dial through it
 
 	hl, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
@@ -150,7 +179,7 @@ func startInstance(cfg serveConfig, log *slog.Logger, opt instanceOptions) (*ins
 		return fail(fmt.Errorf("http listen %s: %w", cfg.HTTPAddr, err))
 	}
 	inst.HTTP = hl.Addr()
-	inst.api, err = api.New(api.Config{Store: db, Bus: bus, Logger: log})
+	inst.api, err = api.New(api.Config{Store: db, Bus: bus, Logger: log, Media: inst.calls})
 	if err != nil {
 		hl.Close()
 		inst.sip.Close()

@@ -1,6 +1,11 @@
-// Package rtptest helps tests drive media streams over real loopback UDP:
-// connected stream pairs, a raw RTP peer for hand-made packets, and frame
-// collection.
+// Package rtptest helps tests drive media streams over real loopback UDP
+// (connected stream pairs, a raw RTP peer for hand-made packets, frame
+// collection) and simulate senders and networks: Generate makes an RTP
+// trace from a Profile (loss, bursts, jitter, reordering, duplicates, clock
+// drift, SSRC changes, timestamp jumps, silence suppression, DTMF), with
+// the truth about it; Captures are the testdata/captures files made from
+// such profiles; FixedDelayOracle is the best fixed playout delay a trace
+// allows, to judge an adaptive one against.
 package rtptest
 
 import (

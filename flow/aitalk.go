@@ -1,0 +1,387 @@
+package flow
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/voxbridge/voxbridge/agent"
+	"github.com/voxbridge/voxbridge/agent/providers"
+	"github.com/voxbridge/voxbridge/store"
+)
+
+// Agents holds the agent definitions calls can be handed to.
+type Agents struct {
+	mu   sync.RWMutex
+	defs map[string]agent.Definition
+}
+
+// NewAgents returns an empty set of agents.
+func NewAgents() *Agents { return &Agents{defs: map[string]agent.Definition{}} }
+
+// Get returns an agent by id.
+func (a *Agents) Get(id string) (agent.Definition, bool) {
+	if a == nil {
+		return agent.Definition{}, false
+	}
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	d, ok := a.defs[id]
+	return d, ok
+}
+
+// Put adds or replaces an agent after validating it.
+func (a *Agents) Put(d agent.Definition) error {
+	if err := d.Validate(); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.defs[d.ID] = d
+	return nil
+}
+
+// IDs lists the agents, sorted.
+func (a *Agents) IDs() []string {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	ids := make([]string, 0, len(a.defs))
+	for id := range a.defs {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+// LoadDir loads every agent file (*.json, *.yaml, *.yml) in dir; one bad
+// file refuses the whole load.
+func (a *Agents) LoadDir(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("agents dir: %w", err)
+	}
+	loaded := map[string]agent.Definition{}
+	for _, e := range entries {
+		ext := strings.ToLower(filepath.Ext(e.Name()))
+		if e.IsDir() || (ext != ".json" && ext != ".yaml" && ext != ".yml") {
+			continue
+		}
+		path := filepath.Join(dir, e.Name())
+		d, err := agent.LoadDefinition(path)
+		if err != nil {
+			return nil, err
+		}
+		if d.ID == "" {
+			d.ID = strings.TrimSuffix(e.Name(), filepath.Ext(e.Name()))
+		}
+		if err := d.Validate(); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		if _, dup := loaded[d.ID]; dup {
+			return nil, fmt.Errorf("%s: agent id %q defined twice", path, d.ID)
+		}
+		loaded[d.ID] = d
+	}
+	a.mu.Lock()
+	maps.Copy(a.defs, loaded)
+	a.mu.Unlock()
+	ids := make([]string, 0, len(loaded))
+	for id := range loaded {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids, nil
+}
+
+// AITalkOption hands the call to an agent until it ends the conversation,
+// transfers or the caller hangs up.
+type AITalkOption struct {
+	AgentID      string            `json:"agent_id"`
+	Greeting     string            `json:"greeting,omitempty"`  // replaces the agent's starting message
+	Variables    map[string]string `json:"variables,omitempty"` // more {{variables}} for the prompt (values may use ${...})
+	MaxDurationS int               `json:"max_duration_s,omitempty"`
+}
+
+func compileAITalk(o *AITalkOption) (step, error) {
+	if o.AgentID == "" {
+		return step{}, badField("agent_id", "required")
+	}
+	if o.MaxDurationS < 0 || o.MaxDurationS > 24*3600 {
+		return step{}, badField("max_duration_s", "must be between 0 and 86400")
+	}
+	// The conversation's own limits bound it, not the action timeout.
+	return seq(-1, func(ctx context.Context, r *run) (string, error) { return "", r.c.aiTalk(ctx, o) }), nil
+}
+
+// aiTalk runs one agent session on the call and leaves its results in
+// agent.* variables.
+func (c *Call) aiTalk(ctx context.Context, o *AITalkOption) error {
+	if !c.answered.Load() {
+		return errNotAnswered
+	}
+	id := c.expand(o.AgentID)
+	def, ok := c.ct.cfg.Agents.Get(id)
+	if !ok {
+		return fmt.Errorf("agent %q not found", id)
+	}
+	p, err := c.ct.providersFor(def)
+	if err != nil {
+		return fmt.Errorf("agent %s: providers: %w", id, err)
+	}
+	vars := c.vars()
+	for k, v := range o.Variables {
+		vars[k] = c.expand(v)
+	}
+	events := make(chan agent.Event, 256)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); c.recordAgentEvents(events) }()
+	opt := agent.Options{
+		Variables:   vars,
+		Greeting:    c.expand(o.Greeting),
+		MaxDuration: time.Duration(o.MaxDurationS) * time.Second,
+		Logger:      c.log.With("agent_id", id),
+		OnEvent: func(e agent.Event) {
+			select {
+			case events <- e:
+			default: // the record falls behind rather than the conversation
+			}
+		},
+	}
+	sess, err := agent.NewSession(def, p, &agentCall{c: c}, opt)
+	if err != nil {
+		close(events)
+		wg.Wait()
+		return fmt.Errorf("agent %s: %w", id, err)
+	}
+	c.setVar("agent.id", id)
+	res, runErr := sess.Run(ctx)
+	if res.Reason == agent.EndCanceled {
+		select {
+		case <-c.leg.Done(): // the call's context ends with the caller's BYE
+			res.Reason = agent.EndCallerHangup
+		default:
+		}
+	}
+	close(events)
+	wg.Wait()
+	c.keepAgentResult(res)
+	c.mu.Lock()
+	pb := c.pendingBridge
+	c.pendingBridge = nil
+	c.mu.Unlock()
+	if pb != nil {
+		if res.Reason != agent.EndTransfer || ctx.Err() != nil {
+			pb.b.end(store.ReasonNormal)
+		} else {
+			c.stream.Flush()
+			c.log.Info("agent transfer: bridging", "target", res.TransferredTo)
+			return c.bridge(ctx, pb.b, pb.p)
+		}
+	}
+	if runErr != nil && ctx.Err() == nil {
+		return fmt.Errorf("agent %s: %w", id, runErr)
+	}
+	return nil
+}
+
+// keepAgentResult stores the final transcript and latency rows and sets the
+// agent.* variables the flow's next actions may use.
+func (c *Call) keepAgentResult(res agent.Result) {
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	for _, t := range res.Transcript {
+		c.putTurn(ctx, t)
+	}
+	for _, l := range res.Latency {
+		c.putLatency(ctx, l)
+	}
+	c.setVar("agent.reason", string(res.Reason))
+	if res.TransferredTo != "" {
+		c.setVar("agent.transferred_to", res.TransferredTo)
+	}
+	if res.Failure != nil {
+		c.setVar("agent.failed_provider", res.Failure.Provider)
+		c.warn("agent provider failed: " + res.Failure.Error())
+	}
+	for k, v := range res.Variables {
+		c.setVar(k, v)
+	}
+	if s := res.Summary; s.Turns > 0 {
+		c.setVar("agent.voice_to_voice_p50_ms", strconv.FormatInt(s.VoiceToVoiceP50.Milliseconds(), 10))
+		c.setVar("agent.voice_to_voice_p95_ms", strconv.FormatInt(s.VoiceToVoiceP95.Milliseconds(), 10))
+	}
+	if a := res.Analysis; a != nil {
+		c.setVar("agent.summary", a.Summary)
+		if a.Success != nil {
+			c.setVar("agent.success", strconv.FormatBool(*a.Success))
+		}
+		for k, v := range webhookVars(a.Fields) {
+			c.setVar("agent."+k, v)
+		}
+	}
+}
+
+// recordAgentEvents stores final turns and latency rows as they happen and
+// publishes the live ones.
+func (c *Call) recordAgentEvents(events <-chan agent.Event) {
+	for e := range events {
+		ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+		switch e.Type {
+		case agent.EventPartial:
+			c.publish(EventTranscriptPart, map[string]string{"role": agent.RoleUser, "text": e.Text})
+		case agent.EventTurn:
+			if e.Turn != nil && e.Turn.Final {
+				c.putTurn(ctx, *e.Turn)
+				c.publish(EventTranscriptFinal, e.Turn)
+			}
+		case agent.EventLatency:
+			if e.Latency != nil {
+				c.putLatency(ctx, *e.Latency)
+				c.publish(EventAgentTurn, e.Latency)
+			}
+		}
+		cancel()
+	}
+}
+
+func (c *Call) putTurn(ctx context.Context, t agent.Turn) {
+	tools, _ := json.Marshal(t.ToolCalls)
+	row := store.TranscriptTurn{CallID: c.ID(), Index: t.Index, Role: t.Role, Kind: t.Kind, Text: t.Text,
+		Interrupted: t.Interrupted, ToolCalls: tools}
+	if !t.Start.IsZero() {
+		s := t.Start.UTC()
+		row.TMStart = &s
+	}
+	if !t.End.IsZero() {
+		e := t.End.UTC()
+		row.TMEnd = &e
+	}
+	if err := c.ct.cfg.Store.PutTranscriptTurn(ctx, &row); err != nil {
+		c.log.Error("store transcript turn", "err", err)
+	}
+}
+
+func (c *Call) putLatency(ctx context.Context, l agent.TurnLatency) {
+	b, err := json.Marshal(l)
+	if err == nil {
+		err = c.ct.cfg.Store.PutTurnLatency(ctx, c.ID(), l.Turn, b)
+	}
+	if err != nil {
+		c.log.Error("store turn latency", "err", err)
+	}
+}
+
+// providersFor builds the provider clients an agent needs.
+func (ct *Controller) providersFor(def agent.Definition) (agent.Providers, error) {
+	if ct.cfg.NewProviders != nil {
+		return ct.cfg.NewProviders(def)
+	}
+	return BuildProviders(def)
+}
+
+// BuildProviders makes the clients an agent's definition names.
+func BuildProviders(def agent.Definition) (agent.Providers, error) {
+	var p agent.Providers
+	var err error
+	build := func(cfg *agent.ProviderConfig, f func(agent.ProviderConfig) error) {
+		if err == nil && cfg != nil {
+			err = f(*cfg)
+		}
+	}
+	build(def.STT, func(c agent.ProviderConfig) (e error) { p.STT, e = providers.NewSTT(c); return })
+	build(def.LLM, func(c agent.ProviderConfig) (e error) { p.LLM, e = providers.NewLLM(c); return })
+	build(def.TTS, func(c agent.ProviderConfig) (e error) { p.TTS, e = providers.NewTTS(c); return })
+	build(def.Realtime, func(c agent.ProviderConfig) (e error) { p.Realtime, e = providers.NewRealtime(c); return })
+	return p, err
+}
+
+// agentCall is the agent's view of a call.
+type agentCall struct{ c *Call }
+
+func (a *agentCall) Frames() <-chan []int16 { return a.c.stream.Frames() }
+
+func (a *agentCall) EnqueueStarted(pcm []int16) (<-chan struct{}, <-chan time.Time) {
+	return a.c.stream.EnqueueStarted(pcm)
+}
+
+func (a *agentCall) Flush() { a.c.stream.Flush() }
+
+func (a *agentCall) SendDTMF(digits string) error {
+	digits = strings.ToUpper(digits)
+	if err := checkDigits(digits); err != nil {
+		return err
+	}
+	// Sent in the background: the session's loop must not block.
+	a.c.wg.Add(1)
+	go func() {
+		defer a.c.wg.Done()
+		if err := a.c.sendDigits(a.c.ctx, digits, 100*time.Millisecond, 100*time.Millisecond); err != nil && a.c.ctx.Err() == nil {
+			a.c.log.Warn("agent dtmf", "err", err)
+		}
+	}()
+	return nil
+}
+
+func (a *agentCall) Digits() <-chan rune { return a.c.digits }
+
+func (a *agentCall) Hangup(reason string) error {
+	return a.c.hangup(store.ReasonNormal)
+}
+
+// Transfer rings target while the agent holds the caller; when it answers,
+// the conversation ends and the caller is bridged to it (a blind transfer:
+// warm is treated the same). The agent only offers targets its definition
+// allows.
+func (a *agentCall) Transfer(ctx context.Context, target string, warm bool) error {
+	c := a.c
+	d, err := c.ct.dialer()
+	if err != nil {
+		return err
+	}
+	dst := ConnectDestination{Type: DestNumber, Target: target}
+	switch {
+	case strings.HasPrefix(target, "sip:") || strings.HasPrefix(target, "sips:"):
+		dst.Type = DestURI
+	default:
+		sctx, cancel := context.WithTimeout(ctx, storeTimeout)
+		_, err := c.ct.cfg.Store.GetExtension(sctx, target)
+		cancel()
+		if err == nil {
+			dst.Type = DestExtension
+		}
+	}
+	// The operator listed the target in the agent's definition: it may use
+	// a trunk whoever the caller is.
+	p := connectPlan{dests: []ConnectDestination{dst}, ring: RingAll, timeout: DefaultRingTimeout, relay: true, system: true}
+	attempts, derr := c.attemptsFor(ctx, dst, p)
+	if derr != nil {
+		return derr
+	}
+	// The B leg outlives this tool call, so it dials on the call's context.
+	won, errs := c.ringAll(c.ctx, d, attempts)
+	if won == nil {
+		return worstFailure(errs)
+	}
+	c.mu.Lock()
+	c.pendingBridge = &pendingBridge{b: won, p: p}
+	c.mu.Unlock()
+	return nil
+}
+
+// pendingBridge is a transfer target that answered while the agent talked;
+// ai_talk bridges the caller to it once the conversation has ended.
+type pendingBridge struct {
+	b *bLeg
+	p connectPlan
+}
+
+func (a *agentCall) SetVariable(key, value string) { a.c.setVar(key, value) }
