@@ -48,6 +48,9 @@ type Call struct {
 	// pendingBridge is an agent's transfer target, answered, waiting for
 	// the conversation to end.
 	pendingBridge *pendingBridge
+	// recorder and recordingID are the call's recording, when on.
+	recorder    *media.Recorder
+	recordingID string
 }
 
 func newInboundCall(ct *Controller, leg *sip.Leg) (*Call, error) {
@@ -195,6 +198,7 @@ func (c *Call) finish() {
 		c.stream.Close()
 	}
 	c.wg.Wait()
+	c.finishRecording()
 
 	end := c.leg.EndInfo()
 	vars := c.vars()
@@ -209,6 +213,7 @@ func (c *Call) finish() {
 		if c.stream != nil {
 			st := c.stream.Stats()
 			r.RTPPacketsIn, r.RTPPacketsOut, r.RTPPacketsLost = st.PacketsIn, st.PacketsOut, st.PacketsLost
+			r.Quality = qualityOf(st)
 		}
 	})
 	c.mu.Lock()
@@ -248,19 +253,39 @@ func (c *Call) answer(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("answer: %w", err)
 	}
-	conn, err := c.ct.cfg.Ports.Listen(c.ct.cfg.BindIP)
-	if err != nil {
-		return fmt.Errorf("answer: rtp port: %w", err)
-	}
-	stream, err := media.NewStream(media.StreamConfig{
-		Conn:            conn,
+	cfg := media.StreamConfig{
 		Remote:          net.UDPAddrFromAddrPort(n.RemoteAddr),
 		Codec:           codec,
 		DTMFPayloadType: n.DTMFPayloadType,
 		Logger:          c.log,
-	})
+	}
+	// RTCP on the RTP socket when the offer muxes it, else on the port
+	// above, to the address the offer named.
+	if n.RTCPMux {
+		cfg.RTCPMux = true
+		cfg.Conn, err = c.ct.cfg.Ports.Listen(c.ct.cfg.BindIP)
+	} else {
+		cfg.Conn, cfg.RTCPConn, err = c.ct.cfg.Ports.ListenPair(c.ct.cfg.BindIP)
+		if n.RemoteRTCPAddr.IsValid() {
+			cfg.RemoteRTCP = net.UDPAddrFromAddrPort(n.RemoteRTCPAddr)
+		}
+	}
 	if err != nil {
-		conn.Close()
+		return fmt.Errorf("answer: rtp port: %w", err)
+	}
+	conn := cfg.Conn
+	closeConns := func() {
+		cfg.Conn.Close()
+		if cfg.RTCPConn != nil {
+			cfg.RTCPConn.Close()
+		}
+	}
+	if c.ct.cfg.RecordAll {
+		cfg.Recorder = c.startRecording()
+	}
+	stream, err := media.NewStream(cfg)
+	if err != nil {
+		closeConns()
 		return fmt.Errorf("answer: %w", err)
 	}
 	c.stream = stream

@@ -43,6 +43,9 @@ type Config struct {
 	Now func() time.Time
 	// Bus receives every call event; nil publishes nothing.
 	Bus *Bus
+	// RecordAll records every answered call in RecordDir (stereo WAV).
+	RecordAll bool
+	RecordDir string
 	// Agents are the agents ai_talk may hand calls to.
 	Agents *Agents
 	// NewProviders builds an agent's provider clients (nil: BuildProviders).

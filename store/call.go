@@ -115,9 +115,28 @@ type Call struct {
 	// MasterCallID is, for a leg placed by another call (connect), that
 	// call's id; "" otherwise.
 	MasterCallID string `json:"master_call_id,omitempty"`
+	// Quality is the media quality measured on the call, set at hangup.
+	Quality *CallQuality `json:"quality,omitempty"`
 	// Variables are the call's flow variables when it was last written.
 	Variables map[string]string `json:"variables"`
 	// Warnings note things that went wrong without ending the call (an
 	// unknown variable, an action that failed).
 	Warnings []string `json:"warnings"`
+}
+
+// CallQuality is what the media engine measured on a call's inbound audio
+// (the jitter buffer) and learned from the peer's RTCP reports.
+type CallQuality struct {
+	PacketsLate   uint64  `json:"packets_late"` // arrived after their playout time, or duplicates
+	Duplicates    uint64  `json:"duplicates"`
+	Reordered     uint64  `json:"reordered"`
+	ConcealedMS   float64 `json:"concealed_ms"`
+	JitterMS      float64 `json:"jitter_ms"` // RFC 3550 interarrival jitter
+	DelayMSMean   float64 `json:"delay_ms_mean"`
+	DelayMSP95    float64 `json:"delay_ms_p95"` // added by the jitter buffer
+	RTTMS         float64 `json:"rtt_ms"`       // from RTCP, 0 when unknown
+	RemoteLost    int64   `json:"remote_lost"`  // our packets the peer reported lost
+	RFactor       float64 `json:"r_factor"`
+	MOS           float64 `json:"mos"`
+	SendLateP99MS float64 `json:"send_late_p99_ms"` // our pacing
 }

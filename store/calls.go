@@ -35,7 +35,7 @@ type ListOptions struct {
 
 const callColumns = `id, sip_call_id, direction, source, destination, source_addr, status,
 	hangup_by, hangup_reason, sip_code, codec, dtmf, rtp_packets_in, rtp_packets_out, rtp_packets_lost,
-	tm_create, tm_ringing, tm_progressing, tm_hangup, flow_id, variables, warnings, master_call_id`
+	tm_create, tm_ringing, tm_progressing, tm_hangup, flow_id, variables, warnings, master_call_id, quality`
 
 // CreateCall inserts c. It sets c.ID (a UUID v4) if empty and c.TMCreate
 // (now) if zero, and normalises c's times to UTC milliseconds.
@@ -52,10 +52,10 @@ func (db *DB) CreateCall(ctx context.Context, c *Call) error {
 		return fmt.Errorf("create call %s: %w", c.ID, err)
 	}
 	_, err = db.w.ExecContext(ctx, `INSERT INTO calls (`+callColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		c.ID, a.sipCallID, a.direction, a.source, a.destination, a.sourceAddr, a.status,
 		a.hangupBy, a.hangupReason, a.sipCode, a.codec, a.dtmf, a.rtpIn, a.rtpOut, a.rtpLost,
-		a.tmCreate, a.tmRinging, a.tmProgressing, a.tmHangup, a.flowID, a.variables, a.warnings, c.MasterCallID)
+		a.tmCreate, a.tmRinging, a.tmProgressing, a.tmHangup, a.flowID, a.variables, a.warnings, c.MasterCallID, a.quality)
 	if err != nil {
 		return fmt.Errorf("create call %s: %w", c.ID, err)
 	}
@@ -78,13 +78,13 @@ func (db *DB) UpdateCall(ctx context.Context, c *Call) error {
 		hangup_by = ?, hangup_reason = ?, sip_code = ?, codec = ?, dtmf = ?,
 		rtp_packets_in = ?, rtp_packets_out = ?, rtp_packets_lost = ?,
 		tm_ringing = ?, tm_progressing = ?, tm_hangup = ?,
-		flow_id = ?, variables = ?, warnings = ?, master_call_id = ?
+		flow_id = ?, variables = ?, warnings = ?, master_call_id = ?, quality = ?
 		WHERE id = ?`,
 		a.sipCallID, a.direction, a.source, a.destination, a.sourceAddr, a.status,
 		a.hangupBy, a.hangupReason, a.sipCode, a.codec, a.dtmf,
 		a.rtpIn, a.rtpOut, a.rtpLost,
 		a.tmRinging, a.tmProgressing, a.tmHangup,
-		a.flowID, a.variables, a.warnings, c.MasterCallID,
+		a.flowID, a.variables, a.warnings, c.MasterCallID, a.quality,
 		c.ID)
 	if err != nil {
 		return fmt.Errorf("update call %s: %w", c.ID, err)
@@ -292,7 +292,7 @@ type callRow struct {
 	rtpIn, rtpOut, rtpLost                                        int64
 	tmCreate                                                      int64
 	tmRinging, tmProgressing, tmHangup                            sql.NullInt64
-	flowID, variables, warnings                                   string
+	flowID, variables, warnings, quality                          string
 }
 
 // callArgs validates c and converts it for the database. Enumerations are
@@ -332,6 +332,9 @@ func callArgs(c *Call) (callRow, error) {
 	if a.warnings, err = jsonText(c.Warnings, "[]"); err != nil {
 		return callRow{}, fmt.Errorf("%w: warnings: %v", ErrInvalid, err)
 	}
+	if a.quality, err = jsonText(c.Quality, "null"); err != nil {
+		return callRow{}, fmt.Errorf("%w: quality: %v", ErrInvalid, err)
+	}
 	return a, nil
 }
 
@@ -342,11 +345,11 @@ func scanCall(s scanner, c *Call) error {
 		direction, status, hangupBy, hangupReason string
 		rtpIn, rtpOut, rtpLost, tmCreate          int64
 		tmRinging, tmProgressing, tmHangup        sql.NullInt64
-		variables, warnings                       string
+		variables, warnings, quality              string
 	)
 	if err := s.Scan(&c.ID, &c.SIPCallID, &direction, &c.Source, &c.Destination, &c.SourceAddr, &status,
 		&hangupBy, &hangupReason, &c.SIPCode, &c.Codec, &c.DTMF, &rtpIn, &rtpOut, &rtpLost,
-		&tmCreate, &tmRinging, &tmProgressing, &tmHangup, &c.FlowID, &variables, &warnings, &c.MasterCallID); err != nil {
+		&tmCreate, &tmRinging, &tmProgressing, &tmHangup, &c.FlowID, &variables, &warnings, &c.MasterCallID, &quality); err != nil {
 		return err
 	}
 	// JSON columns are only ever written by jsonText; a row edited by hand
@@ -357,6 +360,9 @@ func scanCall(s scanner, c *Call) error {
 	}
 	if warnings != "[]" {
 		_ = json.Unmarshal([]byte(warnings), &c.Warnings)
+	}
+	if quality != "null" {
+		_ = json.Unmarshal([]byte(quality), &c.Quality)
 	}
 	c.Direction, c.Status = Direction(direction), CallStatus(status)
 	c.HangupBy, c.HangupReason = HangupBy(hangupBy), HangupReason(hangupReason)

@@ -42,6 +42,13 @@ func NewSTT(cfg Config) (*STT, error) {
 const maxUtterance = 5 * 60 * 8000
 
 // Start opens a stream; ctx bounds its uploads.
+// UtteranceBased tells the session to write only the caller's speech, cut
+// by its VAD, and to Finalize each utterance: this API transcribes whole
+// recordings, so silence between utterances would only cost upload time.
+func (s *STT) UtteranceBased() bool { return true }
+
+var _ agent.UtteranceSTT = (*STT)(nil)
+
 func (s *STT) Start(ctx context.Context, opt agent.STTOptions) (agent.STTStream, error) {
 	lang := opt.Language
 	if lang == "" {

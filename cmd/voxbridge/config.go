@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -26,6 +27,9 @@ type serveConfig struct {
 	FlowsDir string `yaml:"flows_dir"`
 	// DefaultFlow names the flow inbound calls run ("" = built-in echo test).
 	DefaultFlow string `yaml:"default_flow"`
+	// RecordAll records every answered call as a stereo WAV in RecordDir.
+	RecordAll string `yaml:"record_all"`
+	RecordDir string `yaml:"record_dir"`
 	// AgentsDir holds agent definitions (JSON/YAML) loaded at start.
 	AgentsDir string `yaml:"agents_dir"`
 	// SIPDigest lists the digest algorithms challenged, in order.
@@ -50,6 +54,8 @@ func defaultServeConfig() serveConfig {
 		SIPDigest:    "SHA-256,MD5",
 		SIPRealm:     "voxbridge",
 		SIPAnonymous: "echo",
+		RecordAll:    "false",
+		RecordDir:    "./recordings",
 	}
 }
 
@@ -68,6 +74,8 @@ var settings = []setting{
 	{"log-level", "VOXBRIDGE_LOG_LEVEL", "debug, info, warn or error", func(c *serveConfig) *string { return &c.LogLevel }},
 	{"flows-dir", "VOXBRIDGE_FLOWS_DIR", "directory of flow files (JSON/YAML), loaded at start and on SIGHUP", func(c *serveConfig) *string { return &c.FlowsDir }},
 	{"default-flow", "VOXBRIDGE_DEFAULT_FLOW", "id of the flow inbound calls run (default: the built-in echo test)", func(c *serveConfig) *string { return &c.DefaultFlow }},
+	{"record-all", "VOXBRIDGE_RECORD_ALL", "record every answered call (true/false): stereo WAV, caller left, far side right", func(c *serveConfig) *string { return &c.RecordAll }},
+	{"record-dir", "VOXBRIDGE_RECORD_DIR", "directory of call recordings", func(c *serveConfig) *string { return &c.RecordDir }},
 	{"agents-dir", "VOXBRIDGE_AGENTS_DIR", "directory of agent definitions (JSON/YAML) loaded at start", func(c *serveConfig) *string { return &c.AgentsDir }},
 	{"sip-digest", "VOXBRIDGE_SIP_DIGEST", "digest algorithms to challenge with, in order (SHA-256,MD5; put MD5 first for clients that answer only the first, such as SIPp 3.6 and baresip 1.0)", func(c *serveConfig) *string { return &c.SIPDigest }},
 	{"sip-realm", "VOXBRIDGE_SIP_REALM", "digest realm (extension passwords are hashed for it)", func(c *serveConfig) *string { return &c.SIPRealm }},
@@ -131,6 +139,9 @@ func (c serveConfig) validate() error {
 	}
 	if c.DB == "" {
 		return errors.New("db: empty path")
+	}
+	if _, err := strconv.ParseBool(c.RecordAll); err != nil {
+		return fmt.Errorf("record-all: %q is not true or false", c.RecordAll)
 	}
 	for _, a := range strings.Split(c.SIPDigest, ",") {
 		if a = strings.TrimSpace(a); a != "MD5" && a != "SHA-256" {

@@ -26,6 +26,7 @@ func TestConfigPrecedence(t *testing.T) {
 		DB:        "/tmp/flag.db",                                             // flag beats environment
 		LogLevel:  "info",                                                     // default
 		SIPDigest: "SHA-256,MD5", SIPRealm: "voxbridge", SIPAnonymous: "echo", // defaults
+		RecordAll: "false", RecordDir: "./recordings",
 	}
 	if cfg != want {
 		t.Fatalf("got %+v\nwant %+v", cfg, want)

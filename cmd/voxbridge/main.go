@@ -4,6 +4,8 @@
 package main
 
 import (
+	"errors"
+	"flag"
 	"fmt"
 	"os"
 )
@@ -68,6 +70,9 @@ func main() {
 	default:
 		fmt.Fprintf(os.Stderr, "voxbridge: unknown command %q\n\n%s", cmd, usage)
 		os.Exit(2)
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return // -h printed the command's usage: not a failure
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "voxbridge:", err)

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -142,11 +143,17 @@ func startInstance(cfg serveConfig, log *slog.Logger, opt instanceOptions) (*ins
 		}
 		log.Info("agents loaded", "dir", cfg.AgentsDir, "agents", ids)
 	}
+	recordAll, _ := strconv.ParseBool(cfg.RecordAll) // validated with the config
+	if n, err := db.FailUnfinishedRecordings(ctx, string(store.ReasonServerRestart)); err == nil && n > 0 {
+		log.Warn("recordings left unfinished by a previous run marked failed (their files stay playable)", "recordings", n)
+	}
 	inst.calls, err = flow.NewController(flow.Config{
-		Agents:  agents,
-		Store:   db,
-		MediaIP: mediaIP.Unmap(),
-		BindIP:  bindIP,
+		Agents:    agents,
+		RecordAll: recordAll,
+		RecordDir: cfg.RecordDir,
+		Store:     db,
+		MediaIP:   mediaIP.Unmap(),
+		BindIP:    bindIP,
 		// With no public IP and an all-interfaces bind, answer each caller
 		// with the address our packets to it really come from.
 		RouteMediaIP:  cfg.PublicIP == "" && (bindIP == nil || bindIP.IsUnspecified()),
