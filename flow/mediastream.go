@@ -2,10 +2,12 @@ package flow
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -173,6 +175,7 @@ func (c *Call) runMediaStream(ctx context.Context, ws *websocket.Conn, opt Media
 
 	var wg sync.WaitGroup
 	ws.SetReadLimit(mediaMaxMessage)
+	limitSendBuffer(ws)
 	// Writer: the only goroutine that writes to ws.
 	wg.Add(1)
 	go func() {
@@ -284,6 +287,22 @@ loop:
 		e.reason = "call_ended"
 	}
 	return e
+}
+
+// mediaSendBuffer caps the kernel's send buffer of a media websocket. Left
+// to autotune, loopback and LAN sockets buffer megabytes (minutes of audio)
+// before a stuck application is noticed; real-time audio that far behind is
+// useless, so the bounded queue above should see the backlog instead.
+const mediaSendBuffer = 64 << 10
+
+func limitSendBuffer(ws *websocket.Conn) {
+	c := ws.UnderlyingConn()
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	if tcp, ok := c.(*net.TCPConn); ok {
+		_ = tcp.SetWriteBuffer(mediaSendBuffer)
+	}
 }
 
 func mediaErr(msg string) MediaMessage {
@@ -491,6 +510,9 @@ func (ct *Controller) AttachMediaStream(ctx context.Context, callID string, ws *
 	defer stop()
 	end := c.runMediaStream(ctx, ws, opt, callID+"/api")
 	c.log.Info("attached media stream ended", "reason", end.reason, "err", end.err)
+	c.setVar("media_stream.attached_end", end.reason)
+	vars := c.vars() // outside update: it holds c.mu
+	c.update(func(r *store.Call) { r.Variables = vars })
 	if end.reason == "hangup_requested" {
 		c.stop(store.ReasonNormal)
 	}

@@ -4,17 +4,20 @@ import (
 	"bufio"
 	"context"
 	"encoding/base64"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/voxbridge/voxbridge/media"
+	"github.com/voxbridge/voxbridge/store"
 )
 
 // startEchoAgent builds and runs examples/echo-agent, returning its URL and
@@ -187,10 +190,12 @@ func TestAttachMediaThroughAPI(t *testing.T) {
 	f := mustFlow(t, `{"id":"park","actions":[{"type":"answer"},{"type":"sleep","option":{"duration_ms":30000}},{"type":"hangup"}]}`)
 	inst, _ := testServer(t, f)
 	call := dialTest(t, inst)
-	var list struct{ Result []struct{ ID string } }
-	waitFor(t, "the call record", 10*time.Second, func() bool {
+	var list struct {
+		Result []struct{ ID, Status string }
+	}
+	waitFor(t, "the answered call's record", 10*time.Second, func() bool {
 		getJSON(t, "http://"+inst.HTTP.String()+"/v1/calls", &list)
-		return len(list.Result) == 1
+		return len(list.Result) == 1 && list.Result[0].Status == string(store.StatusProgressing)
 	})
 	url := "ws://" + inst.HTTP.String() + "/v1/calls/" + list.Result[0].ID + "/media?encoding=l16&api_key=" + testAPIKey
 	ws, _, err := websocket.DefaultDialer.Dial(url, nil)
@@ -230,4 +235,71 @@ func TestAttachMediaThroughAPI(t *testing.T) {
 		t.Fatalf("the client did not receive the caller's 1 kHz tone (level %.3f)", level)
 	}
 	hears(t, "the caller", call, 900)
+}
+
+// A client that stops reading is dropped (closed with the reason
+// slow_consumer) while the call's audio goes on undisturbed, and another
+// client can attach afterwards.
+func TestMediaSlowClientDropped(t *testing.T) {
+	f := mustFlow(t, `{"id":"park","actions":[{"type":"answer"},{"type":"sleep","option":{"duration_ms":60000}},{"type":"hangup"}]}`)
+	inst, _ := testServer(t, f)
+	call := dialTest(t, inst)
+	var list struct {
+		Result []struct{ ID, Status string }
+	}
+	waitFor(t, "the answered call's record", 10*time.Second, func() bool {
+		getJSON(t, "http://"+inst.HTTP.String()+"/v1/calls", &list)
+		return len(list.Result) == 1 && list.Result[0].Status == string(store.StatusProgressing)
+	})
+	url := "ws://" + inst.HTTP.String() + "/v1/calls/" + list.Result[0].ID + "/media?encoding=l16&api_key=" + testAPIKey
+	// A tiny receive buffer, set before connecting so the advertised
+	// window stays small, and no reading: the server's writes back up.
+	small := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		return c.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 1024) })
+	}}
+	dialer := websocket.Dialer{NetDialContext: small.DialContext}
+	ws, _, err := dialer.Dial(url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	call.Play(media.Tone(1000, 30*time.Second, 0.3))
+	before := call.Summary().PacketsIn
+	start := time.Now()
+	// The server gives up on the client while the call's media goes on.
+	var reason string
+	// Polled gently: the API's per-key rate limit applies to tests too.
+	for deadline := time.Now().Add(40 * time.Second); reason == ""; time.Sleep(250 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the slow client was never dropped")
+		}
+		reason = callRecord2(t, inst, list.Result[0].ID).Variables["media_stream.attached_end"]
+	}
+	if reason != "slow_consumer" {
+		t.Fatalf("attached stream ended with %q, want slow_consumer", reason)
+	}
+	elapsed := time.Since(start)
+	got := call.Summary().PacketsIn - before
+	if want := uint64(elapsed/(20*time.Millisecond)) * 9 / 10; got < want {
+		t.Fatalf("the caller received %d packets in %v while the client was stuck; want at least %d", got, elapsed, want)
+	}
+	// The call takes a new client.
+	ws2, _, err := websocket.DefaultDialer.Dial(url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws2.Close()
+	var m struct{ Event string }
+	ws2.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if err := ws2.ReadJSON(&m); err != nil || m.Event != "start" {
+		t.Fatalf("second client: %v %q", err, m.Event)
+	}
+}
+
+// callRecord2 reads a call by id without waiting for it to end.
+func callRecord2(t *testing.T, inst *instance, id string) store.Call {
+	t.Helper()
+	var rec store.Call
+	getJSON(t, "http://"+inst.HTTP.String()+"/v1/calls/"+id, &rec)
+	return rec
 }
