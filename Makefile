@@ -4,7 +4,7 @@ BIN     ?= bin/voxbridge
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: build run test interop bench lint fuzz clean
+.PHONY: build run test interop bench lint fuzz soak clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/voxbridge
@@ -37,6 +37,10 @@ fuzz:
 	  echo "fuzz $${t%%:*} ($${t#*:}) for $(FUZZTIME)"; \
 	  $(GO) test -run=NONE -fuzz="^$${t%%:*}$$" -fuzztime=$(FUZZTIME) "$${t#*:}"; \
 	done
+
+# 30 minutes of call churn; goroutines, heap and RSS must stay flat. Not in CI.
+soak: build
+	BIN=$(BIN) ./testdata/soak/run.sh
 
 clean:
 	rm -rf bin
