@@ -51,6 +51,8 @@ type Call struct {
 	// recorder and recordingID are the call's recording, when on.
 	recorder    *media.Recorder
 	recordingID string
+	// capture is the call's pcap (Config.CaptureDir); set by answer.
+	capture *callCapture
 }
 
 func newInboundCall(ct *Controller, leg *sip.Leg) (*Call, error) {
@@ -199,6 +201,7 @@ func (c *Call) finish() {
 	}
 	c.wg.Wait()
 	c.finishRecording()
+	c.finishCapture()
 
 	end := c.leg.EndInfo()
 	vars := c.vars()
@@ -283,6 +286,7 @@ func (c *Call) answer(ctx context.Context) error {
 	if c.ct.cfg.RecordAll {
 		cfg.Recorder = c.startRecording()
 	}
+	cfg.Tap = c.startCapture(n.RemoteAddr.Addr())
 	stream, err := media.NewStream(cfg)
 	if err != nil {
 		closeConns()

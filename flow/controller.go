@@ -46,6 +46,9 @@ type Config struct {
 	// RecordAll records every answered call in RecordDir (stereo WAV).
 	RecordAll bool
 	RecordDir string
+	// CaptureDir, when set, gets each answered call's SIP (UDP) and RTP as
+	// <call id>.pcap; serve's sip.Config.Capture must be CaptureSIP.
+	CaptureDir string
 	// Agents are the agents ai_talk may hand calls to.
 	Agents *Agents
 	// NewProviders builds an agent's provider clients (nil: BuildProviders).
@@ -63,6 +66,7 @@ type Controller struct {
 	maxActions int
 	now        func() time.Time
 	audio      *audioCache
+	capture    *captures // nil: not capturing
 	http       *http.Client
 
 	// Work a call starts that may outlive it (asynchronous webhooks).
@@ -106,6 +110,9 @@ func NewController(cfg Config) (*Controller, error) {
 	}
 	if ct.now == nil {
 		ct.now = time.Now
+	}
+	if ct.capture, err = newCaptures(cfg.CaptureDir, cfg.MediaIP, log); err != nil {
+		return nil, err
 	}
 	ct.bgCtx, ct.bgCancel = context.WithCancel(context.Background())
 	return ct, nil

@@ -35,6 +35,8 @@ type run struct {
 	depth    int
 	loops    map[loopKey]int // goto counters
 	seq      int             // executed actions, for the record
+	// recording is what recording_start started, for recording_stop.
+	recording *midRecording
 
 	// The action being executed, for goto's per-action counter.
 	current      *Flow

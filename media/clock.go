@@ -148,6 +148,11 @@ func (s *Stream) clockStep(now time.Time) {
 				s.logRecordError(err)
 			}
 		}
+		if r := s.midRec.Load(); r != nil {
+			if err := r.WriteFrame(in, out); err != nil && !errors.Is(err, ErrRecorderClosed) {
+				s.logRecordError(err)
+			}
+		}
 	}
 	k.next = k.start.Add(time.Duration(k.sent) * FrameDuration)
 	s.tx.nextAt = k.next

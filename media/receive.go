@@ -16,6 +16,7 @@ const readBufSize = 2048 // bigger than any sane MTU; a full read means truncati
 func (s *Stream) readLoop(ctx context.Context, conn *net.UDPConn, rtcpOnly bool, done chan<- struct{}) {
 	defer close(done)
 	buf := make([]byte, readBufSize)
+	local := localAddrPort(conn)
 	for {
 		n, from, err := conn.ReadFromUDPAddrPort(buf)
 		if err != nil {
@@ -36,11 +37,15 @@ func (s *Stream) readLoop(ctx context.Context, conn *net.UDPConn, rtcpOnly bool,
 			s.logDrop("oversized datagram", from, buf[:n], nil)
 			continue
 		}
+		at := time.Now()
+		if s.tap != nil {
+			s.tap(at, from, local, buf[:n])
+		}
 		if rtcpOnly {
-			s.handleRTCPFrom(buf[:n], from, time.Now())
+			s.handleRTCPFrom(buf[:n], from, at)
 			continue
 		}
-		s.handlePacket(buf[:n], from, time.Now())
+		s.handlePacket(buf[:n], from, at)
 	}
 }
 

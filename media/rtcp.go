@@ -124,6 +124,7 @@ func (s *Stream) sendRTCP(now time.Time, bye bool) {
 		s.log.Debug("rtcp send failed", "remote", s.remoteRTCP, "err", err)
 		return
 	}
+	s.tapOut(conn, s.remoteRTCP, b)
 	st.mu.Lock()
 	st.sent++
 	st.mu.Unlock()

@@ -215,6 +215,7 @@ func (s *Stream) tick(sched time.Time) []int16 {
 			s.log.Warn("rtp send failed", "remote", s.remote, "err", err)
 		}
 	} else {
+		s.tapOut(s.conn, s.remote, buf)
 		s.stats.packetsOut.Add(1)
 		s.stats.bytesOut.Add(uint64(len(buf)))
 		s.stats.payloadOut.Add(uint64(len(buf) - 12))

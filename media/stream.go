@@ -53,6 +53,9 @@ type StreamConfig struct {
 	// packet) and what the stream sent on the right. The Stream does not
 	// close it.
 	Recorder *Recorder
+
+	// Tap, if set, sees every datagram read or written (RTP and RTCP).
+	Tap Tap
 }
 
 // Stats are cumulative counters of a stream.
@@ -112,6 +115,10 @@ type Stream struct {
 	log          *slog.Logger
 	rx           *Receiver
 	rec          *Recorder
+	tap          Tap
+	// midRec is a second recorder set while the stream runs
+	// (SetRecorder), fed like rec from the next tick on.
+	midRec atomic.Pointer[Recorder]
 
 	frames chan []int16
 	dtmf   chan DTMFEvent
@@ -200,6 +207,7 @@ func NewStream(cfg StreamConfig) (*Stream, error) {
 		dtmfPT:       cfg.DTMFPayloadType,
 		log:          log,
 		rec:          cfg.Recorder,
+		tap:          cfg.Tap,
 		frames:       make(chan []int16, framesBuffer),
 		dtmf:         make(chan DTMFEvent, dtmfBuffer),
 		done:         make(chan struct{}),
@@ -279,6 +287,9 @@ func (s *Stream) drain() {
 		if s.rec != nil {
 			s.rec.WriteFrame(f, nil)
 		}
+		if r := s.midRec.Load(); r != nil {
+			r.WriteFrame(f, nil)
+		}
 		at = at.Add(FrameDuration)
 	}
 }
@@ -333,6 +344,13 @@ func (s *Stream) Close() error {
 	<-s.done
 	return s.closeErr
 }
+
+// SetRecorder starts (r) or stops (nil) a recording made while the stream
+// runs, next to StreamConfig.Recorder and fed the same way from the next
+// tick on. It returns the recorder it replaces; the caller closes that one
+// (a tick racing the swap may still write to it, which a closed Recorder
+// refuses harmlessly).
+func (s *Stream) SetRecorder(r *Recorder) *Recorder { return s.midRec.Swap(r) }
 
 // Done is closed when the stream has stopped.
 func (s *Stream) Done() <-chan struct{} { return s.done }

@@ -38,6 +38,9 @@ type Config struct {
 	// and serve can report the real address.
 	UDP net.PacketConn
 	TCP net.Listener
+	// Capture, if set, sees every datagram of the UDP listener (TCP is not
+	// captured), e.g. for per-call pcaps.
+	Capture CaptureFunc
 	// AdvertiseIP is the address put in Contact headers (and by the flow in
 	// SDP). Required.
 	AdvertiseIP net.IP
@@ -200,6 +203,9 @@ func NewServer(cfg Config, handler CallHandler) (*Server, error) {
 		return nil, errors.New("sip: no listener")
 	}
 	cfg.setDefaults()
+	if cfg.Capture != nil && cfg.UDP != nil {
+		cfg.UDP = newCaptureConn(cfg.UDP, cfg.Capture)
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()

@@ -30,6 +30,8 @@ type serveConfig struct {
 	// RecordAll records every answered call as a stereo WAV in RecordDir.
 	RecordAll string `yaml:"record_all"`
 	RecordDir string `yaml:"record_dir"`
+	// CaptureDir, when set, gets each call's SIP and RTP as <call id>.pcap.
+	CaptureDir string `yaml:"capture_dir"`
 	// AgentsDir holds agent definitions (JSON/YAML) loaded at start.
 	AgentsDir string `yaml:"agents_dir"`
 	// SIPDigest lists the digest algorithms challenged, in order.
@@ -76,6 +78,7 @@ var settings = []setting{
 	{"default-flow", "VOXBRIDGE_DEFAULT_FLOW", "id of the flow inbound calls run (default: the built-in echo test)", func(c *serveConfig) *string { return &c.DefaultFlow }},
 	{"record-all", "VOXBRIDGE_RECORD_ALL", "record every answered call (true/false): stereo WAV, caller left, far side right", func(c *serveConfig) *string { return &c.RecordAll }},
 	{"record-dir", "VOXBRIDGE_RECORD_DIR", "directory of call recordings", func(c *serveConfig) *string { return &c.RecordDir }},
+	{"capture-dir", "VOXBRIDGE_CAPTURE_DIR", "directory for a pcap of each call's SIP (UDP) and RTP, named <call id>.pcap, for `voxbridge replay` (default: none)", func(c *serveConfig) *string { return &c.CaptureDir }},
 	{"agents-dir", "VOXBRIDGE_AGENTS_DIR", "directory of agent definitions (JSON/YAML) loaded at start", func(c *serveConfig) *string { return &c.AgentsDir }},
 	{"sip-digest", "VOXBRIDGE_SIP_DIGEST", "digest algorithms to challenge with, in order (SHA-256,MD5; put MD5 first for clients that answer only the first, such as SIPp 3.6 and baresip 1.0)", func(c *serveConfig) *string { return &c.SIPDigest }},
 	{"sip-realm", "VOXBRIDGE_SIP_REALM", "digest realm (extension passwords are hashed for it)", func(c *serveConfig) *string { return &c.SIPRealm }},

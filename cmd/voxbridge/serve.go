@@ -148,12 +148,13 @@ func startInstance(cfg serveConfig, log *slog.Logger, opt instanceOptions) (*ins
 		log.Warn("recordings left unfinished by a previous run marked failed (their files stay playable)", "recordings", n)
 	}
 	inst.calls, err = flow.NewController(flow.Config{
-		Agents:    agents,
-		RecordAll: recordAll,
-		RecordDir: cfg.RecordDir,
-		Store:     db,
-		MediaIP:   mediaIP.Unmap(),
-		BindIP:    bindIP,
+		Agents:     agents,
+		RecordAll:  recordAll,
+		RecordDir:  cfg.RecordDir,
+		CaptureDir: cfg.CaptureDir,
+		Store:      db,
+		MediaIP:    mediaIP.Unmap(),
+		BindIP:     bindIP,
 		// With no public IP and an all-interfaces bind, answer each caller
 		// with the address our packets to it really come from.
 		RouteMediaIP:  cfg.PublicIP == "" && (bindIP == nil || bindIP.IsUnspecified()),
@@ -172,7 +173,7 @@ func startInstance(cfg serveConfig, log *slog.Logger, opt instanceOptions) (*ins
 	allowAnon, anonTo := cfg.anonymousTo()
 	inst.sip, err = sip.NewServer(sip.Config{UDP: udp, TCP: tcp, AdvertiseIP: adv, Logger: log,
 		Store: db, Realm: cfg.SIPRealm, AllowAnonymous: allowAnon, AnonymousTo: anonTo,
-		Auth: sip.AuthConfig{Algorithms: cfg.digestAlgorithms()}}, inst.calls.HandleInbound)
+		Auth: sip.AuthConfig{Algorithms: cfg.digestAlgorithms()}, Capture: inst.calls.CaptureSIP}, inst.calls.HandleInbound)
 	if err != nil {
 		udp.Close()
 		tcp.Close()
