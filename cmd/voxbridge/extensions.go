@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -35,24 +34,6 @@ func osCLIEnv() cliEnv {
 		term = fi.Mode()&os.ModeCharDevice != 0
 	}
 	return cliEnv{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, stdinTerminal: term}
-}
-
-// subcommands dispatches "voxbridge <noun> <verb> ...".
-func subcommands(noun string, args []string, env cliEnv, verbs map[string]func([]string, cliEnv) error) error {
-	names := make([]string, 0, len(verbs))
-	for v := range verbs {
-		names = append(names, v)
-	}
-	slices.Sort(names)
-	usage := fmt.Sprintf("usage: voxbridge %s %s [flags] (run \"voxbridge %s <verb> -h\" for flags)", noun, strings.Join(names, "|"), noun)
-	if len(args) == 0 {
-		return errors.New(usage)
-	}
-	f, ok := verbs[args[0]]
-	if !ok {
-		return fmt.Errorf("%s: unknown verb %q\n%s", noun, args[0], usage)
-	}
-	return f(args[1:], env)
 }
 
 // dbFlag adds --db with serve's default and environment variable.
@@ -206,7 +187,7 @@ func yesNo(b bool) string {
 }
 
 func runExtensions(args []string, env cliEnv) error {
-	return subcommands("extensions", args, env, map[string]func([]string, cliEnv) error{
+	return dispatch("extensions", args, env, map[string]func([]string, cliEnv) error{
 		"add": extensionsAdd, "list": extensionsList, "delete": extensionsDelete,
 	})
 }

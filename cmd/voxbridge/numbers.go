@@ -11,7 +11,7 @@ import (
 )
 
 func runNumbers(args []string, env cliEnv) error {
-	return subcommands("numbers", args, env, map[string]func([]string, cliEnv) error{
+	return dispatch("numbers", args, env, map[string]func([]string, cliEnv) error{
 		"add": numbersAdd, "list": numbersList, "delete": numbersDelete,
 	})
 }

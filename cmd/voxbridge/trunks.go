@@ -42,7 +42,7 @@ func (h *headerFlag) Set(v string) error {
 }
 
 func runTrunks(args []string, env cliEnv) error {
-	return subcommands("trunks", args, env, map[string]func([]string, cliEnv) error{
+	return dispatch("trunks", args, env, map[string]func([]string, cliEnv) error{
 		"add": trunksAdd, "list": trunksList, "delete": trunksDelete,
 	})
 }
