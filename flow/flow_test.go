@@ -76,6 +76,7 @@ func TestEveryActionTypeHasExecutor(t *testing.T) {
 		"media_stream":       `{"url":"ws://127.0.0.1:1/agent","encoding":"l16","direction":"both"}`,
 		"connect":            `{"destinations":[{"type":"extension","target":"1002"}]}`,
 		"ai_talk":            `{"agent_id":"support","greeting":"Hi","variables":{"name":"${call.from_user}"},"max_duration_s":600}`,
+		"talk":               `{"text":"Hello ${call.from_user}","agent_id":"support","barge":"dtmf"}`,
 		"recording_start":    `{"stereo":false,"max_duration_s":60,"end_on_silence_s":5,"end_on_key":"#","beep":true}`,
 		"recording_stop":     ``,
 		"amd":                `{"timeout_ms":3000,"on_machine":"hangup"}`,

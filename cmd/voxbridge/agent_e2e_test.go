@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -228,5 +229,42 @@ func TestAgentTransfer(t *testing.T) {
 	rec := callRecord(t, inst, caller.CallID())
 	if rec.Variables["agent.reason"] != string(agent.EndTransfer) || rec.Variables["connect.call_id"] == "" {
 		t.Fatalf("record variables: %v", rec.Variables)
+	}
+}
+
+// talk speaks text with an agent's TTS; the second time the same text is
+// said it comes from the cache, without asking the provider again.
+func TestTalkAction(t *testing.T) {
+	el := fake.NewElevenLabs(t, fake.ElevenLabsOptions{ToneHz: 600, PerChar: 20 * time.Millisecond})
+	agents := flow.NewAgents()
+	if err := agents.Put(agent.Definition{ID: "voice", Name: "Voice", SystemPrompt: "-",
+		STT: &agent.ProviderConfig{Provider: "deepgram", APIKey: "unused-here"},
+		LLM: &agent.ProviderConfig{Provider: "openai", APIKey: "unused-here"},
+		TTS: &agent.ProviderConfig{Provider: "elevenlabs", BaseURL: el.URL(), APIKey: "k"}}); err != nil {
+		t.Fatal(err)
+	}
+	f := mustFlow(t, `{"id":"talk","actions":[{"type":"answer"},
+	  {"type":"talk","option":{"text":"Hello ${call.to_user}, thanks for calling.","agent_id":"voice"}},
+	  {"type":"sleep","option":{"duration_ms":500}},
+	  {"type":"talk","option":{"text":"Hello ${call.to_user}, thanks for calling.","agent_id":"voice"}},
+	  {"type":"hangup"}]}`)
+	cfg := defaultServeConfig()
+	cfg.SIPAddr, cfg.HTTPAddr, cfg.SIPAnonymous = "127.0.0.1:0", "127.0.0.1:0", "*"
+	cfg.DB = filepath.Join(t.TempDir(), "voxbridge.db")
+	inst, err := startInstance(cfg, testLogger(t), instanceOptions{flow: f, agents: agents})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(inst.Stop)
+	call := dialTest(t, inst)
+	waitDone(t, call)
+	if got := toneSequence(call.Heard(), 600); len(got) != 2 {
+		t.Fatalf("heard the spoken text %d times, want 2", len(got))
+	}
+	if n := len(el.Sessions()); n != 1 {
+		t.Fatalf("the TTS was asked %d times for the same text, want 1 (cached)", n)
+	}
+	if texts := el.Sessions()[0]; !strings.Contains(fmt.Sprint(texts), "Hello flow, thanks for calling.") {
+		t.Fatalf("the TTS got %v", texts)
 	}
 }
