@@ -5,11 +5,9 @@
 package deepgram
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -20,6 +18,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/voxbridge/voxbridge/agent"
+	"github.com/voxbridge/voxbridge/agent/internal/textutil"
 )
 
 // DefaultBaseURL is Deepgram's live transcription endpoint.
@@ -209,29 +208,17 @@ func (s *STT) Start(ctx context.Context, opt agent.STTOptions) (agent.STTStream,
 	return newStream(ctx, s, conn), nil
 }
 
-const maxErrorText = 300
-
 // handshakeError explains a failed connect: the HTTP status and the start
 // of Deepgram's reply, or the transport error, never the key.
 func handshakeError(err error, resp *http.Response, key string) error {
 	if errors.Is(err, websocket.ErrBadHandshake) && resp != nil {
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-		msg := strings.TrimSpace(string(bytes.ToValidUTF8(body, nil)))
-		if msg == "" {
-			msg = http.StatusText(resp.StatusCode)
-		}
+		msg := textutil.ReplyText(resp)
 		if h := resp.Header.Get("dg-error"); h != "" {
 			msg = h + ": " + msg
 		}
-		return &Error{Op: "connect", StatusCode: resp.StatusCode, Message: clean(msg, key)}
+		return &Error{Op: "connect", StatusCode: resp.StatusCode, Message: textutil.Clean(msg, key)}
 	}
-	e := &Error{Op: "connect", Message: clean(err.Error(), key)}
-	for _, s := range []error{context.Canceled, context.DeadlineExceeded} {
-		if errors.Is(err, s) {
-			e.cause = s
-		}
-	}
-	return e
+	return &Error{Op: "connect", Message: textutil.Clean(err.Error(), key), cause: textutil.ContextCause(err)}
 }
 
 // Error is a failure of a Deepgram stream. Its text never holds the key.
@@ -267,19 +254,4 @@ func (e *Error) Temporary() bool {
 		return false
 	}
 	return true
-}
-
-// clean removes the key from s and cuts it to a readable length.
-func clean(s, key string) string {
-	if len(key) >= 4 {
-		s = strings.ReplaceAll(s, key, "[redacted]")
-	}
-	if len(s) > maxErrorText {
-		n := maxErrorText
-		for n > 0 && s[n]&0xC0 == 0x80 {
-			n--
-		}
-		s = s[:n] + "…"
-	}
-	return s
 }

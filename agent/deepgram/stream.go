@@ -12,6 +12,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/voxbridge/voxbridge/agent"
+	"github.com/voxbridge/voxbridge/agent/internal/textutil"
 	"github.com/voxbridge/voxbridge/media"
 )
 
@@ -197,7 +198,7 @@ func (st *stream) writeLoop(ctx context.Context) error {
 		}
 		st.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
 		if err := st.conn.WriteMessage(typ, m.data); err != nil {
-			return &Error{Op: "send", Message: clean(err.Error(), cfg.APIKey)}
+			return &Error{Op: "send", Message: textutil.Clean(err.Error(), cfg.APIKey)}
 		}
 		keepAlive.Reset(cfg.KeepAlive)
 		return nil
@@ -264,7 +265,7 @@ func (st *stream) readLoop() error {
 		}
 		var m serverMsg
 		if err := json.Unmarshal(data, &m); err != nil {
-			return &Error{Op: "stream", Message: clean(fmt.Sprintf("bad message %q: %v", data, err), key)}
+			return &Error{Op: "stream", Message: textutil.Clean(fmt.Sprintf("bad message %q: %v", data, err), key)}
 		}
 		if err := st.handle(&m, data); err != nil {
 			return err
@@ -288,9 +289,9 @@ func (st *stream) readError(err error) error {
 		if msg == "" {
 			msg = "closed by Deepgram"
 		}
-		return &Error{Op: "stream", CloseCode: ce.Code, Message: clean(msg, st.stt.cfg.APIKey)}
+		return &Error{Op: "stream", CloseCode: ce.Code, Message: textutil.Clean(msg, st.stt.cfg.APIKey)}
 	}
-	return &Error{Op: "stream", Message: clean("connection lost: "+err.Error(), st.stt.cfg.APIKey)}
+	return &Error{Op: "stream", Message: textutil.Clean("connection lost: "+err.Error(), st.stt.cfg.APIKey)}
 }
 
 func (st *stream) handle(m *serverMsg, raw []byte) error {
@@ -330,7 +331,7 @@ func (st *stream) handle(m *serverMsg, raw []byte) error {
 		st.utteranceEnd(now)
 	case "Metadata", "Warning":
 		if m.Type == "Warning" {
-			st.stt.log.Warn("deepgram warning", "message", clean(string(raw), st.stt.cfg.APIKey))
+			st.stt.log.Warn("deepgram warning", "message", textutil.Clean(string(raw), st.stt.cfg.APIKey))
 		}
 	case "Error":
 		msg := m.Description
@@ -340,12 +341,12 @@ func (st *stream) handle(m *serverMsg, raw []byte) error {
 		if m.Variant != "" {
 			msg = m.Variant + ": " + msg
 		}
-		return &Error{Op: "stream", Message: clean(msg, st.stt.cfg.APIKey)}
+		return &Error{Op: "stream", Message: textutil.Clean(msg, st.stt.cfg.APIKey)}
 	case "":
 		if m.ErrCode != "" || m.ErrMsg != "" {
-			return &Error{Op: "stream", Message: clean(m.ErrCode+": "+m.ErrMsg, st.stt.cfg.APIKey)}
+			return &Error{Op: "stream", Message: textutil.Clean(m.ErrCode+": "+m.ErrMsg, st.stt.cfg.APIKey)}
 		}
-		return &Error{Op: "stream", Message: clean(fmt.Sprintf("message without a type: %.200q", raw), st.stt.cfg.APIKey)}
+		return &Error{Op: "stream", Message: textutil.Clean(fmt.Sprintf("message without a type: %.200q", raw), st.stt.cfg.APIKey)}
 	default:
 		st.stt.log.Debug("deepgram message ignored", "type", m.Type)
 	}

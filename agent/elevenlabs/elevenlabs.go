@@ -5,11 +5,9 @@
 package elevenlabs
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -20,6 +18,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/voxbridge/voxbridge/agent"
+	"github.com/voxbridge/voxbridge/agent/internal/textutil"
 )
 
 // DefaultBaseURL is ElevenLabs' API host; the stream-input path is added.
@@ -263,37 +262,10 @@ func (e *Error) Temporary() bool {
 	return e.CloseCode != websocket.ClosePolicyViolation
 }
 
-const maxErrorText = 300
-
 func handshakeError(err error, resp *http.Response, key string) error {
 	if errors.Is(err, websocket.ErrBadHandshake) && resp != nil {
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-		msg := strings.TrimSpace(string(bytes.ToValidUTF8(body, nil)))
-		if msg == "" {
-			msg = http.StatusText(resp.StatusCode)
-		}
-		return &Error{Op: "connect", StatusCode: resp.StatusCode, Message: clean(msg, key)}
+		msg := textutil.ReplyText(resp)
+		return &Error{Op: "connect", StatusCode: resp.StatusCode, Message: textutil.Clean(msg, key)}
 	}
-	e := &Error{Op: "connect", Message: clean(err.Error(), key)}
-	for _, s := range []error{context.Canceled, context.DeadlineExceeded} {
-		if errors.Is(err, s) {
-			e.cause = s
-		}
-	}
-	return e
-}
-
-// clean removes the key from s and cuts it to a readable length.
-func clean(s, key string) string {
-	if len(key) >= 4 {
-		s = strings.ReplaceAll(s, key, "[redacted]")
-	}
-	if len(s) > maxErrorText {
-		n := maxErrorText
-		for n > 0 && s[n]&0xC0 == 0x80 {
-			n--
-		}
-		s = s[:n] + "…"
-	}
-	return s
+	return &Error{Op: "connect", Message: textutil.Clean(err.Error(), key), cause: textutil.ContextCause(err)}
 }

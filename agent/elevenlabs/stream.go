@@ -18,6 +18,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/voxbridge/voxbridge/agent"
+	"github.com/voxbridge/voxbridge/agent/internal/textutil"
 	"github.com/voxbridge/voxbridge/media"
 )
 
@@ -207,7 +208,7 @@ func (s *stream) write(seg *segment, v any) error {
 	}
 	seg.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
 	if err := seg.conn.WriteMessage(websocket.TextMessage, b); err != nil {
-		return &Error{Op: "send", Message: clean(err.Error(), s.tts.cfg.APIKey), replayable: true}
+		return &Error{Op: "send", Message: textutil.Clean(err.Error(), s.tts.cfg.APIKey), replayable: true}
 	}
 	return nil
 }
@@ -437,14 +438,14 @@ func (s *stream) readLoop(seg *segment) error {
 		}
 		var m serverMsg
 		if err := json.Unmarshal(data, &m); err != nil {
-			return &Error{Op: "stream", Message: clean(fmt.Sprintf("bad message %.200q: %v", data, err), key)}
+			return &Error{Op: "stream", Message: textutil.Clean(fmt.Sprintf("bad message %.200q: %v", data, err), key)}
 		}
 		if m.Error != "" || (m.Message != "" && m.Audio == nil && m.IsFinal == nil) {
 			msg := m.Message
 			if msg == "" {
 				msg = m.Error
 			}
-			return &Error{Op: "stream", Code: m.Error, Message: clean(msg, key), replayable: m.Error == "input_timeout_exceeded"}
+			return &Error{Op: "stream", Code: m.Error, Message: textutil.Clean(msg, key), replayable: m.Error == "input_timeout_exceeded"}
 		}
 		chunk, err := s.decode(seg, &m)
 		if err != nil {
@@ -504,7 +505,7 @@ func (s *stream) readError(seg *segment, err error) error {
 		if msg == "" {
 			msg = "closed by ElevenLabs"
 		}
-		e := &Error{Op: "stream", CloseCode: ce.Code, Message: clean(msg, key), replayable: true}
+		e := &Error{Op: "stream", CloseCode: ce.Code, Message: textutil.Clean(msg, key), replayable: true}
 		if ce.Code == websocket.CloseNormalClosure && seg.eosSent.Load() {
 			e.Message = "closed before isFinal"
 		}
@@ -512,7 +513,7 @@ func (s *stream) readError(seg *segment, err error) error {
 	case errors.As(err, &ne) && ne.Timeout() && seg.eosSent.Load():
 		return &Error{Op: "stream", Message: fmt.Sprintf("no reply for %s after flush", s.tts.cfg.ResponseTimeout)}
 	}
-	return &Error{Op: "stream", Message: clean("connection lost: "+err.Error(), key), replayable: true}
+	return &Error{Op: "stream", Message: textutil.Clean("connection lost: "+err.Error(), key), replayable: true}
 }
 
 // wordBuilder groups aligned characters into words separated by

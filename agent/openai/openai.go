@@ -164,8 +164,6 @@ func (e *Error) Temporary() bool {
 		e.StatusCode == http.StatusRequestTimeout || e.StatusCode >= 500
 }
 
-const maxErrorText = 300
-
 // wrapErr turns any error from go-openai or the transport into an *Error
 // with the key removed.
 func wrapErr(op, key string, err error) error {
@@ -200,6 +198,6 @@ func wrapErr(op, key string, err error) error {
 			break
 		}
 	}
-	out.Message = textutil.Truncate(textutil.Redact(msg, key), maxErrorText)
+	out.Message = textutil.Clean(msg, key)
 	return out
 }

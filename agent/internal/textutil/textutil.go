@@ -4,6 +4,11 @@
 package textutil
 
 import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
 	"strings"
 	"unicode/utf8"
 )
@@ -37,4 +42,33 @@ func LanguageCode(tag string) string {
 		tag = tag[:i]
 	}
 	return strings.ToLower(tag)
+}
+
+// MaxErrorText bounds what a provider's reply contributes to an error.
+const MaxErrorText = 300
+
+// Clean is what a server said, fit for an error message or a log line:
+// without the key, cut to MaxErrorText.
+func Clean(s, key string) string { return Truncate(Redact(s, key), MaxErrorText) }
+
+// ReplyText is the start of a refused handshake's HTTP reply as text, or
+// the status text when the body is empty.
+func ReplyText(resp *http.Response) string {
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+	msg := strings.TrimSpace(string(bytes.ToValidUTF8(body, nil)))
+	if msg == "" {
+		msg = http.StatusText(resp.StatusCode)
+	}
+	return msg
+}
+
+// ContextCause returns context.Canceled or context.DeadlineExceeded when err
+// is one of them, else nil: the only causes a key-free error exposes.
+func ContextCause(err error) error {
+	for _, s := range []error{context.Canceled, context.DeadlineExceeded} {
+		if errors.Is(err, s) {
+			return s
+		}
+	}
+	return nil
 }

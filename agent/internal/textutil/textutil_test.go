@@ -1,6 +1,13 @@
 package textutil
 
-import "testing"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
 
 func TestRedact(t *testing.T) {
 	if got := Redact("bad key sk-abc123 (sk-abc123)", "sk-abc123"); got != "bad key [redacted] ([redacted])" {
@@ -25,5 +32,17 @@ func TestLanguageCode(t *testing.T) {
 		if got := LanguageCode(in); got != want {
 			t.Errorf("LanguageCode(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+func TestCleanAndContextCause(t *testing.T) {
+	key := "sk-secret-1234"
+	long := "bad key " + key + " " + strings.Repeat("é", 400)
+	got := Clean(long, key)
+	if strings.Contains(got, key) || len(got) > MaxErrorText+len("…") || !utf8.ValidString(got) {
+		t.Fatalf("Clean = %q", got)
+	}
+	if ContextCause(fmt.Errorf("dial: %w", context.DeadlineExceeded)) != context.DeadlineExceeded || ContextCause(errors.New("x")) != nil {
+		t.Fatal("ContextCause")
 	}
 }
