@@ -195,12 +195,8 @@ func callsList(args []string, env cliEnv) error {
 	size := fs.Int("page-size", 20, "calls per page (1-100)")
 	token := fs.String("page-token", "", "the page to show (printed after a page that has a next one)")
 	asJSON := fs.Bool("json", false, "print the API's answer as JSON")
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
+	if _, err := parseArgs(fs, args, 0); err != nil {
 		return err
-	}
-	if len(pos) > 0 {
-		return fmt.Errorf("calls list: unexpected argument %q", pos[0])
 	}
 	c, err := client()
 	if err != nil {
@@ -313,12 +309,8 @@ func flowsList(args []string, env cliEnv) error {
 	fs.SetOutput(env.stderr)
 	client := apiFlags(fs, env)
 	asJSON := fs.Bool("json", false, "print JSON")
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
+	if _, err := parseArgs(fs, args, 0); err != nil {
 		return err
-	}
-	if len(pos) > 0 {
-		return fmt.Errorf("flows list: unexpected argument %q", pos[0])
 	}
 	c, err := client()
 	if err != nil {

@@ -61,6 +61,19 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
+// parseArgs parses flags anywhere among the arguments and allows at most
+// max positional ones, naming the command (the flag set's name) otherwise.
+func parseArgs(fs *flag.FlagSet, args []string, max int) ([]string, error) {
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return nil, err
+	}
+	if len(pos) > max {
+		return nil, fmt.Errorf("%s: unexpected argument %q", fs.Name(), pos[max])
+	}
+	return pos, nil
+}
+
 func runDial(args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("dial", flag.ContinueOnError)
 	play := fs.String("play", "", "WAV file to send once answered (8 kHz mono 16-bit, others are converted)")

@@ -77,12 +77,8 @@ func listCommand[T any](noun string, list func(context.Context, *store.DB) ([]T,
 		fs.SetOutput(env.stderr)
 		db := dbFlag(fs, env)
 		asJSON := fs.Bool("json", false, "print JSON (secrets are never shown)")
-		pos, err := parseInterspersed(fs, args)
-		if err != nil {
+		if _, err := parseArgs(fs, args, 0); err != nil {
 			return err
-		}
-		if len(pos) > 0 {
-			return fmt.Errorf("%s list: unexpected argument %q", noun, pos[0])
 		}
 		st, err := openCLIStore(*db)
 		if err != nil {
@@ -207,14 +203,14 @@ func extensionsAdd(args []string, env cliEnv) error {
 		fmt.Fprintln(fs.Output(), "Usage: voxbridge extensions add --number N [flags]")
 		fs.PrintDefaults()
 	}
-	pos, err := parseInterspersed(fs, args)
+	pos, err := parseArgs(fs, args, 1)
 	if err != nil {
 		return err
 	}
 	if len(pos) == 1 && *number == "" {
 		*number = pos[0]
-	} else if len(pos) > 0 {
-		return fmt.Errorf("extensions add: unexpected argument %q", pos[0])
+	} else if len(pos) == 1 {
+		return fmt.Errorf("%s: unexpected argument %q", fs.Name(), pos[0])
 	}
 	if *number == "" {
 		return errors.New("extensions add: --number is required")

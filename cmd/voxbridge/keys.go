@@ -40,12 +40,8 @@ func keysCreate(args []string, env cliEnv) error {
 		fmt.Fprintln(fs.Output(), "Usage: voxbridge keys create --name NAME [--read-only] [--db FILE]")
 		fs.PrintDefaults()
 	}
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
+	if _, err := parseArgs(fs, args, 0); err != nil {
 		return err
-	}
-	if len(pos) > 0 {
-		return fmt.Errorf("keys create: unexpected argument %q", pos[0])
 	}
 	if *name == "" {
 		return errors.New("keys create: --name is required")
@@ -83,12 +79,8 @@ func keysList(args []string, env cliEnv) error {
 	fs.SetOutput(env.stderr)
 	db := dbFlag(fs, env)
 	asJSON := fs.Bool("json", false, "print JSON")
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
+	if _, err := parseArgs(fs, args, 0); err != nil {
 		return err
-	}
-	if len(pos) > 0 {
-		return fmt.Errorf("keys list: unexpected argument %q", pos[0])
 	}
 	st, err := openCLIStore(*db)
 	if err != nil {

@@ -80,12 +80,9 @@ func trunksAdd(args []string, env cliEnv) error {
 		fmt.Fprintln(fs.Output(), "Usage: voxbridge trunks add --name NAME [flags]")
 		fs.PrintDefaults()
 	}
-	pos, err := parseInterspersed(fs, args)
+	_, err := parseArgs(fs, args, 0)
 	if err != nil {
 		return err
-	}
-	if len(pos) > 0 {
-		return fmt.Errorf("trunks add: unexpected argument %q", pos[0])
 	}
 	if t.Name == "" {
 		return errors.New("trunks add: --name is required")
