@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -46,14 +45,7 @@ func TestAgentConversationOverSIP(t *testing.T) {
 	f := mustFlow(t, `{"id":"agent","actions":[{"type":"answer"},
 	  {"type":"ai_talk","option":{"agent_id":"booking","variables":{"restaurant":"Chez ${call.to_user}"}}},
 	  {"type":"hangup"}]}`)
-	cfg := defaultServeConfig()
-	cfg.SIPAddr, cfg.HTTPAddr, cfg.SIPAnonymous = "127.0.0.1:0", "127.0.0.1:0", "*"
-	cfg.DB = filepath.Join(t.TempDir(), "voxbridge.db")
-	inst, err := startInstance(cfg, testLogger(t), instanceOptions{flow: f, agents: agents})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(inst.Stop)
+	inst, _ := testServerWith(t, instanceOptions{flow: f, agents: agents}, nil)
 	call := dialTest(t, inst)
 
 	// The greeting: the TTS fake's tone.
@@ -170,14 +162,7 @@ func TestAgentTransfer(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := mustFlow(t, `{"id":"desk","actions":[{"type":"answer"},{"type":"ai_talk","option":{"agent_id":"desk"}},{"type":"hangup"}]}`)
-	cfg := defaultServeConfig()
-	cfg.SIPAddr, cfg.HTTPAddr, cfg.SIPAnonymous = "127.0.0.1:0", "127.0.0.1:0", "*"
-	cfg.DB = filepath.Join(t.TempDir(), "voxbridge.db")
-	inst, err := startInstance(cfg, testLogger(t), instanceOptions{flow: f, agents: agents})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(inst.Stop)
+	inst, cfg := testServerWith(t, instanceOptions{flow: f, agents: agents}, nil)
 	ext := store.Extension{Number: "1002", Enabled: true}
 	if err := ext.SetPassword(cfg.SIPRealm, extPass); err != nil {
 		t.Fatal(err)
@@ -248,14 +233,7 @@ func TestTalkAction(t *testing.T) {
 	  {"type":"sleep","option":{"duration_ms":500}},
 	  {"type":"talk","option":{"text":"Hello ${call.to_user}, thanks for calling.","agent_id":"voice"}},
 	  {"type":"hangup"}]}`)
-	cfg := defaultServeConfig()
-	cfg.SIPAddr, cfg.HTTPAddr, cfg.SIPAnonymous = "127.0.0.1:0", "127.0.0.1:0", "*"
-	cfg.DB = filepath.Join(t.TempDir(), "voxbridge.db")
-	inst, err := startInstance(cfg, testLogger(t), instanceOptions{flow: f, agents: agents})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(inst.Stop)
+	inst, _ := testServerWith(t, instanceOptions{flow: f, agents: agents}, nil)
 	call := dialTest(t, inst)
 	waitDone(t, call)
 	if got := toneSequence(call.Heard(), 600); len(got) != 2 {

@@ -29,13 +29,22 @@ func testLogger(t *testing.T) *slog.Logger {
 // testServer starts a whole voxbridge on loopback with ephemeral ports and a
 // temporary database.
 func testServer(t *testing.T, f *flow.Flow) (*instance, serveConfig) {
+	return testServerWith(t, instanceOptions{flow: f}, nil)
+}
+
+// testServerWith is testServer with instance options and a chance to change
+// the configuration (nil: none) before the server starts.
+func testServerWith(t *testing.T, opt instanceOptions, configure func(*serveConfig)) (*instance, serveConfig) {
 	t.Helper()
 	cfg := defaultServeConfig()
 	cfg.SIPAnonymous = "*" // tests dial whatever user their flow needs
 	cfg.SIPAddr = "127.0.0.1:0"
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.DB = filepath.Join(t.TempDir(), "voxbridge.db")
-	inst, err := startInstance(cfg, testLogger(t), instanceOptions{flow: f})
+	if configure != nil {
+		configure(&cfg)
+	}
+	inst, err := startInstance(cfg, testLogger(t), opt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -328,15 +337,9 @@ func readStereo(t *testing.T, path string) (left, right []int16) {
 // With --record-all, a call's stereo recording has the caller's tone on the
 // left and the greeting on the right, on one timeline.
 func TestRecordingStereo(t *testing.T) {
-	cfg := defaultServeConfig()
-	cfg.SIPAddr, cfg.HTTPAddr, cfg.SIPAnonymous = "127.0.0.1:0", "127.0.0.1:0", "*"
-	cfg.DB = filepath.Join(t.TempDir(), "voxbridge.db")
-	cfg.RecordAll, cfg.RecordDir = "true", filepath.Join(t.TempDir(), "rec")
-	inst, err := startInstance(cfg, testLogger(t), instanceOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(inst.Stop)
+	inst, _ := testServerWith(t, instanceOptions{}, func(cfg *serveConfig) {
+		cfg.RecordAll, cfg.RecordDir = "true", filepath.Join(t.TempDir(), "rec")
+	})
 	call := dialTest(t, inst)
 	time.Sleep(time.Second) // into the greeting
 	<-call.Play(media.Tone(1000, time.Second, 0.5))

@@ -190,14 +190,8 @@ func TestAttachMediaThroughAPI(t *testing.T) {
 	f := mustFlow(t, `{"id":"park","actions":[{"type":"answer"},{"type":"sleep","option":{"duration_ms":30000}},{"type":"hangup"}]}`)
 	inst, _ := testServer(t, f)
 	call := dialTest(t, inst)
-	var list struct {
-		Result []struct{ ID, Status string }
-	}
-	waitFor(t, "the answered call's record", 10*time.Second, func() bool {
-		getJSON(t, "http://"+inst.HTTP.String()+"/v1/calls", &list)
-		return len(list.Result) == 1 && list.Result[0].Status == string(store.StatusProgressing)
-	})
-	url := "ws://" + inst.HTTP.String() + "/v1/calls/" + list.Result[0].ID + "/media?encoding=l16&api_key=" + testAPIKey
+	id := answeredCallID(t, inst)
+	url := "ws://" + inst.HTTP.String() + "/v1/calls/" + id + "/media?encoding=l16&api_key=" + testAPIKey
 	ws, _, err := websocket.DefaultDialer.Dial(url, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -244,14 +238,8 @@ func TestMediaSlowClientDropped(t *testing.T) {
 	f := mustFlow(t, `{"id":"park","actions":[{"type":"answer"},{"type":"sleep","option":{"duration_ms":60000}},{"type":"hangup"}]}`)
 	inst, _ := testServer(t, f)
 	call := dialTest(t, inst)
-	var list struct {
-		Result []struct{ ID, Status string }
-	}
-	waitFor(t, "the answered call's record", 10*time.Second, func() bool {
-		getJSON(t, "http://"+inst.HTTP.String()+"/v1/calls", &list)
-		return len(list.Result) == 1 && list.Result[0].Status == string(store.StatusProgressing)
-	})
-	url := "ws://" + inst.HTTP.String() + "/v1/calls/" + list.Result[0].ID + "/media?encoding=l16&api_key=" + testAPIKey
+	id := answeredCallID(t, inst)
+	url := "ws://" + inst.HTTP.String() + "/v1/calls/" + id + "/media?encoding=l16&api_key=" + testAPIKey
 	// A tiny receive buffer, set before connecting so the advertised
 	// window stays small, and no reading: the server's writes back up.
 	small := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
@@ -273,7 +261,7 @@ func TestMediaSlowClientDropped(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("the slow client was never dropped")
 		}
-		reason = callRecord2(t, inst, list.Result[0].ID).Variables["media_stream.attached_end"]
+		reason = callRecord2(t, inst, id).Variables["media_stream.attached_end"]
 	}
 	if reason != "slow_consumer" {
 		t.Fatalf("attached stream ended with %q, want slow_consumer", reason)
@@ -302,4 +290,18 @@ func callRecord2(t *testing.T, inst *instance, id string) store.Call {
 	var rec store.Call
 	getJSON(t, "http://"+inst.HTTP.String()+"/v1/calls/"+id, &rec)
 	return rec
+}
+
+// answeredCallID waits for the server's only call to be answered and
+// returns its record id.
+func answeredCallID(t *testing.T, inst *instance) string {
+	t.Helper()
+	var list struct {
+		Result []struct{ ID, Status string }
+	}
+	waitFor(t, "the answered call's record", 10*time.Second, func() bool {
+		getJSON(t, "http://"+inst.HTTP.String()+"/v1/calls", &list)
+		return len(list.Result) == 1 && list.Result[0].Status == string(store.StatusProgressing)
+	})
+	return list.Result[0].ID
 }
