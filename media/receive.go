@@ -52,9 +52,13 @@ func (s *Stream) readLoop(ctx context.Context, conn *net.UDPConn, rtcpOnly bool,
 // handlePacket processes one datagram from the RTP socket. b may be reused
 // by the caller after it returns: the Receiver copies what it keeps.
 func (s *Stream) handlePacket(b []byte, from netip.AddrPort, at time.Time) {
-	if unmap(from) != s.remote {
-		s.drop("wrong source", from, b)
-		return
+	if src := unmap(from); src != s.peer().rtp {
+		if !s.learnSource(src, b, at) {
+			s.drop("wrong source", from, b)
+			return
+		}
+	} else {
+		s.latch.confirmed()
 	}
 	if s.rtcpMux && isRTCP(b) {
 		s.handleRTCP(b, at)
@@ -85,7 +89,7 @@ func (s *Stream) onDTMF(ev DTMFEvent) {
 	select {
 	case s.dtmf <- ev:
 	default: // a hostile peer can mint events at will; never block the reader
-		s.logDrop("dtmf consumer not reading, digit lost", s.remote, nil, nil)
+		s.logDrop("dtmf consumer not reading, digit lost", s.peer().rtp, nil, nil)
 	}
 }
 
@@ -96,7 +100,7 @@ func (s *Stream) pullFrame(at time.Time) []int16 {
 	if !s.rx.started() {
 		return nil
 	}
-	f := s.rx.Pull(at)
+	f := s.gate.inFrame(s.rx.Pull(at))
 	s.deliver(slices.Clone(f))
 	return f
 }

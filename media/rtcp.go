@@ -52,7 +52,7 @@ func ntpTime(t time.Time) uint64 {
 func ntpMid(t time.Time) uint32 { return uint32(ntpTime(t) >> 16) }
 
 // rtcpEnabled says whether this stream sends and reads RTCP at all.
-func (s *Stream) rtcpEnabled() bool { return s.remoteRTCP.IsValid() }
+func (s *Stream) rtcpEnabled() bool { return s.remoteRTCP.IsValid() } // set at NewStream; SetRemote keeps it valid
 
 // scheduleRTCP picks the next report time: the interval randomised over
 // [0.5, 1.5] (RFC 3550 §6.3.1) so peers that started together drift apart.
@@ -120,11 +120,12 @@ func (s *Stream) sendRTCP(now time.Time, bye bool) {
 	if s.rtcpConn != nil {
 		conn = s.rtcpConn
 	}
-	if _, err := conn.WriteToUDPAddrPort(b, s.remoteRTCP); err != nil {
-		s.log.Debug("rtcp send failed", "remote", s.remoteRTCP, "err", err)
+	remoteRTCP := s.peer().rtcp
+	if _, err := conn.WriteToUDPAddrPort(b, remoteRTCP); err != nil {
+		s.log.Debug("rtcp send failed", "remote", remoteRTCP, "err", err)
 		return
 	}
-	s.tapOut(conn, s.remoteRTCP, b)
+	s.tapOut(conn, remoteRTCP, b)
 	st.mu.Lock()
 	st.sent++
 	st.mu.Unlock()
@@ -133,7 +134,7 @@ func (s *Stream) sendRTCP(now time.Time, bye bool) {
 // handleRTCPFrom checks the source of a datagram from the RTCP socket: the
 // peer's IP, any port (its RTCP port is often not what SDP implied).
 func (s *Stream) handleRTCPFrom(b []byte, from netip.AddrPort, at time.Time) {
-	if unmap(from).Addr() != s.remote.Addr() {
+	if unmap(from).Addr() != s.peer().rtp.Addr() {
 		s.drop("rtcp from wrong source", from, b)
 		return
 	}
@@ -145,7 +146,7 @@ func (s *Stream) handleRTCPFrom(b []byte, from netip.AddrPort, at time.Time) {
 func (s *Stream) handleRTCP(b []byte, at time.Time) {
 	pkts, err := rtcp.Unmarshal(b)
 	if err != nil {
-		s.drop("bad rtcp", s.remote, b)
+		s.drop("bad rtcp", s.peer().rtp, b)
 		return
 	}
 	st := &s.rtcpSt

@@ -131,6 +131,7 @@ func (s *Stream) tick(sched time.Time) []int16 {
 	t.dones = t.dones[:0]
 	t.starts = t.starts[:0]
 	var pt uint8
+	var codec Codec
 	var dtmf [4]byte
 	isDTMF, markAfter := false, false
 	var toneEvent byte
@@ -165,6 +166,11 @@ func (s *Stream) tick(sched time.Time) []int16 {
 			s.dtmfQ = s.dtmfQ[1:]
 			markAfter = true // the audio after the event starts a new talkspurt
 		}
+	} else if s.gate.holdFrame(t.frame) {
+		// We hold the peer: the queue keeps its place until UnholdPeer.
+		codec = s.codec
+		pt = codec.PayloadType
+		t.hdr.Timestamp = t.ts
 	} else {
 		n := 0
 		for n < FrameSamples && len(s.queue) > 0 {
@@ -183,7 +189,8 @@ func (s *Stream) tick(sched time.Time) []int16 {
 			}
 		}
 		clear(t.frame[n:])
-		pt = s.codec.PayloadType
+		codec = s.codec // SetCodec changes it under s.mu
+		pt = codec.PayloadType
 		t.hdr.Timestamp = t.ts
 	}
 	s.mu.Unlock()
@@ -201,7 +208,8 @@ func (s *Stream) tick(sched time.Time) []int16 {
 		out = t.toneFrame
 		dtmfTone(out, toneEvent, toneOffset)
 	} else {
-		buf = s.codec.Encode(buf, t.frame)
+		s.gate.outFrame(t.frame)
+		buf = codec.Encode(buf, t.frame)
 	}
 	t.buf = buf[:0]
 	t.seq++
@@ -209,13 +217,17 @@ func (s *Stream) tick(sched time.Time) []int16 {
 	t.marker = markAfter
 
 	t.late.add(time.Since(sched))
-	if _, err := s.conn.WriteToUDPAddrPort(buf, s.remote); err != nil {
+	remote := s.peer().rtp
+	if s.sendOff.Load() {
+		// On hold the party asked us not to send: the queue still plays
+		// out (nothing piles up for the resume), but nothing leaves.
+	} else if _, err := s.conn.WriteToUDPAddrPort(buf, remote); err != nil {
 		if now := time.Now(); now.Sub(t.errLogAt) > 10*time.Second {
 			t.errLogAt = now
-			s.log.Warn("rtp send failed", "remote", s.remote, "err", err)
+			s.log.Warn("rtp send failed", "remote", remote, "err", err)
 		}
 	} else {
-		s.tapOut(s.conn, s.remote, buf)
+		s.tapOut(s.conn, remote, buf)
 		s.stats.packetsOut.Add(1)
 		s.stats.bytesOut.Add(uint64(len(buf)))
 		s.stats.payloadOut.Add(uint64(len(buf) - 12))

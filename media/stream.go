@@ -56,6 +56,10 @@ type StreamConfig struct {
 
 	// Tap, if set, sees every datagram read or written (RTP and RTCP).
 	Tap Tap
+
+	// Latch, if its Window is set, follows a NATed peer whose RTP comes
+	// from another address than the SDP named (see latch.go).
+	Latch LatchConfig
 }
 
 // Stats are cumulative counters of a stream.
@@ -119,6 +123,13 @@ type Stream struct {
 	// midRec is a second recorder set while the stream runs
 	// (SetRecorder), fed like rec from the next tick on.
 	midRec atomic.Pointer[Recorder]
+	gate   gate // mute and hold (gate.go)
+
+	// addrs is where RTP and RTCP go now: remote and remoteRTCP until
+	// SetRemote or NAT learning moves them (peer.go).
+	addrs   atomic.Pointer[peerAddrs]
+	sendOff atomic.Bool // SetRemoteHold: the clock runs but sends nothing
+	latch   latch
 
 	frames chan []int16
 	dtmf   chan DTMFEvent
@@ -219,6 +230,10 @@ func NewStream(cfg StreamConfig) (*Stream, error) {
 		MaxDelay:        cfg.MaxDelay,
 		OnDTMF:          s.onDTMF,
 	})
+	s.addrs.Store(&peerAddrs{rtp: s.remote, rtcp: remoteRTCP})
+	if err := s.latch.init(cfg.Latch); err != nil {
+		return nil, err
+	}
 	s.tx.init()
 	s.cname = cfg.CNAME
 	if s.cname == "" {
@@ -242,6 +257,7 @@ func (s *Stream) Start(ctx context.Context) {
 	s.started = true
 	ctx, s.cancel = context.WithCancel(ctx)
 	s.mu.Unlock()
+	s.latch.open(time.Now())
 
 	readers := []chan struct{}{make(chan struct{})}
 	go s.readLoop(ctx, s.conn, false, readers[0])

@@ -274,13 +274,19 @@ func digestResponse(alg, ha1, nonce, nc, cnonce, qop, method, uri string) string
 }
 
 // sameTarget reports whether the digest-uri names the request's target
-// (user and host; clients differ in the parameters they copy).
+// (user and host; clients differ in the parameters they copy) or the server
+// the request was sent to (the target's host without a user): SIPp, among
+// others, hashes "sip:host:port" for every request, an INVITE to a number
+// included. A uri naming another user or another host is refused.
 func sameTarget(digestURI string, target *sip.Uri) bool {
 	var u sip.Uri
 	if err := sip.ParseUri(digestURI, &u); err != nil {
 		return false
 	}
-	return u.User == target.User && strings.EqualFold(u.Host, target.Host)
+	if !strings.EqualFold(u.Host, target.Host) {
+		return false
+	}
+	return u.User == target.User || u.User == ""
 }
 
 // sourceIP is the IP a request came from, without the port.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net/netip"
 	"strings"
 	"sync"
@@ -77,6 +76,10 @@ type Leg struct {
 	finalOnce sync.Once
 	done      chan struct{} // closed when the leg has ended
 	dtmf      chan rune     // digits from SIP INFO
+
+	sess session // re-INVITE, UPDATE, hold, session timer (reinvite.go)
+
+	early *earlyAnswer // the answer a 183 carried (earlymedia.go); the 200 repeats it
 }
 
 func newLeg(s *Server, req *sip.Request, dlg *sipgo.DialogServerSession, tx sip.ServerTransaction,
@@ -134,8 +137,9 @@ func readOffer(req *sip.Request) (offer *sdp.Session, neg sdp.Negotiated, negErr
 // SIPCallID is the dialog's Call-ID.
 func (l *Leg) SIPCallID() string { return l.CallID }
 
-// Media is the remote media negotiated from the caller's offer.
-func (l *Leg) Media() sdp.Negotiated { return l.Negotiated }
+// Media is the remote media in force: negotiated from the caller's offer,
+// then changed by re-INVITEs and UPDATEs.
+func (l *Leg) Media() sdp.Negotiated { return l.sess.media(l.Negotiated) }
 
 // Ringing sends 180 Ringing.
 func (l *Leg) Ringing() error {
@@ -168,22 +172,12 @@ func (l *Leg) Answer(mediaAddr netip.Addr, mediaPort int) error {
 		return fmt.Errorf("answer %s: %w", l.CallID, ErrLegEnded)
 	}
 	l.finalSent = true
-	n := l.Negotiated
-	body := sdp.Build(sdp.Local{
-		Address:         mediaAddr,
-		Port:            mediaPort,
-		SessionID:       rand.Uint64N(1 << 62),
-		Version:         1,
-		Codecs:          []sdp.Codec{n.Codec},
-		DTMFPayloadType: n.DTMFPayloadType,
-		Ptime:           20,
-		Direction:       n.LocalDirection,
-		RTCPMux:         n.RTCPMux,
-	})
+	local, body := l.answerFor(mediaAddr, mediaPort) // the 183's, if one went out (earlymedia.go)
 	l.answerSDP = body
 	l.mu.Unlock()
 
-	err := l.dlg.RespondSDP(body)
+	res, deal := l.sdpResponse(body)
+	err := l.dlg.WriteResponse(res)
 	l.finalOnce.Do(func() { close(l.final) })
 	if err != nil {
 		l.end(EndRemote, CauseTransport, 0)
@@ -201,6 +195,7 @@ func (l *Leg) Answer(mediaAddr netip.Addr, mediaPort int) error {
 	if ended {
 		return fmt.Errorf("answer %s: %w", l.CallID, ErrLegEnded)
 	}
+	l.startSession(local, body, deal)
 	return nil
 }
 
@@ -287,13 +282,4 @@ func (l *Leg) finalStarted() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.finalSent
-}
-
-func (l *Leg) localSDP() []byte {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if !l.answered {
-		return nil
-	}
-	return l.answerSDP
 }

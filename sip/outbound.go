@@ -713,6 +713,7 @@ func (s *Server) established(inv *sip.Request, tx sip.ClientTransaction, res *si
 		_ = o.Hangup(context.Background())
 		return nil, &DialError{Reason: store.ReasonCodec, Code: 488, Status: "Bad SDP Answer", Err: err}
 	}
+	o.startSession(res)
 	return o, nil
 }
 
@@ -741,13 +742,16 @@ type OutLeg struct {
 
 	done chan struct{}
 	dtmf chan rune
+
+	sess session // re-INVITE, UPDATE, hold, session timer (reinvite.go)
 }
 
 // SIPCallID is the dialog's Call-ID.
 func (o *OutLeg) SIPCallID() string { return o.CallID }
 
-// Media is the remote media negotiated from the answer.
-func (o *OutLeg) Media() sdp.Negotiated { return o.Negotiated }
+// Media is the remote media in force: negotiated from the answer, then
+// changed by re-INVITEs and UPDATEs.
+func (o *OutLeg) Media() sdp.Negotiated { return o.sess.media(o.Negotiated) }
 
 // Done is closed when the leg has ended.
 func (o *OutLeg) Done() <-chan struct{} { return o.done }
@@ -868,11 +872,7 @@ func (o *OutLeg) newRequest(method sip.RequestMethod, seq uint32) *sip.Request {
 	return req
 }
 
-// onReinvite answers a session refresh with the SDP we offered.
+// onReinvite answers a re-INVITE from the callee (reinvite.go).
 func (o *OutLeg) onReinvite(req *sip.Request, tx sip.ServerTransaction) {
-	res := sip.NewSDPResponseFromRequest(req, o.offer)
-	res.AppendHeader(sip.HeaderClone(o.invite.Contact()))
-	if err := tx.Respond(res); err != nil {
-		o.srv.log.Debug("sip re-invite respond", "call_id", o.CallID, "err", err)
-	}
+	o.sess.onOffer(outPeer{o}, req, tx)
 }

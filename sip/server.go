@@ -23,13 +23,13 @@ import (
 )
 
 // Methods we implement; used for Allow headers and 405 answers.
-var allowedMethods = []string{"INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO"}
+var allowedMethods = []string{"INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO", "UPDATE"}
 
 // knownMethods are RFC methods we recognise but do not (yet) serve: 405.
 // Anything else is 501 Not Implemented (RFC 3261 §21.5.2).
 var knownMethods = map[string]bool{
 	"REGISTER": true, "SUBSCRIBE": true, "NOTIFY": true, "REFER": true,
-	"MESSAGE": true, "UPDATE": true, "PRACK": true, "PUBLISH": true,
+	"MESSAGE": true, "PRACK": true, "PUBLISH": true,
 }
 
 // Config says where the server listens and what it advertises.
@@ -38,6 +38,12 @@ type Config struct {
 	// and serve can report the real address.
 	UDP net.PacketConn
 	TCP net.Listener
+	// TLS, if set, serves SIP over TLS: a listener from NewTLSListener
+	// (or tls.NewListener) on its own port, 5061 by convention.
+	TLS net.Listener
+	// Protect bounds what the listeners accept: sizes, rates, bans, call
+	// caps, silent-unknown, connection caps and timeouts (protect.go).
+	Protect ProtectConfig
 	// Capture, if set, sees every datagram of the UDP listener (TCP is not
 	// captured), e.g. for per-call pcaps.
 	Capture CaptureFunc
@@ -65,6 +71,8 @@ type Config struct {
 	Registrar RegistrarConfig
 	Auth      AuthConfig
 	Trunks    TrunkConfig
+	// SessionTimer tunes RFC 4028 session timers (sessiontimer.go).
+	SessionTimer SessionTimerConfig
 	// ClientTLS configures TLS connections to trunks with transport tls;
 	// nil uses the system roots.
 	ClientTLS *tls.Config
@@ -139,11 +147,13 @@ func (c *Config) setDefaults() {
 	if len(a.Algorithms) == 0 {
 		a.Algorithms = []string{algSHA256, algMD5}
 	}
+	c.SessionTimer.setDefaults()
 	t := &c.Trunks
 	t.CacheTTL = cmp.Or(t.CacheTTL, 5*time.Second)
 	t.RegisterRetryMin = cmp.Or(t.RegisterRetryMin, 30*time.Second)
 	t.RegisterRetryMax = max(cmp.Or(t.RegisterRetryMax, 10*time.Minute), t.RegisterRetryMin)
 	t.DefaultRegisterExpires = cmp.Or(t.DefaultRegisterExpires, time.Hour)
+	c.Protect.setDefaults()
 }
 
 // Store is what the server needs from storage; *store.DB implements it.
@@ -185,6 +195,7 @@ type Server struct {
 	trunkMu    sync.Mutex
 	trunkCalls map[string]int // trunk id → live outbound calls
 	trunkRegs  trunkRegistrations
+	protect    *protector
 
 	stop      chan struct{} // closed by Close: background work ends
 	closeOnce sync.Once
@@ -199,7 +210,7 @@ func NewServer(cfg Config, handler CallHandler) (*Server, error) {
 	if cfg.AdvertiseIP == nil {
 		return nil, errors.New("sip: advertise IP required")
 	}
-	if cfg.UDP == nil && cfg.TCP == nil {
+	if cfg.UDP == nil && cfg.TCP == nil && cfg.TLS == nil {
 		return nil, errors.New("sip: no listener")
 	}
 	cfg.setDefaults()
@@ -210,7 +221,13 @@ func NewServer(cfg Config, handler CallHandler) (*Server, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	uaOpts := []sipgo.UserAgentOption{sipgo.WithUserAgent(cfg.UserAgent), sipgo.WithUserAgentHostname(cfg.AdvertiseIP.String())}
+	protect := newProtector(cfg.Protect, log)
+	if cfg.UDP != nil {
+		protect.udpLocal, protect.udpReply = cfg.UDP.LocalAddr().String(), func(b []byte, to net.Addr) { _, _ = cfg.UDP.WriteTo(b, to) }
+	}
+	cfg.TCP, cfg.TLS = protect.guard(cfg.TCP), protect.guard(cfg.TLS)
+	uaOpts := []sipgo.UserAgentOption{sipgo.WithUserAgent(cfg.UserAgent), sipgo.WithUserAgentHostname(cfg.AdvertiseIP.String()),
+		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerReadFilter(protect.filter))}
 	if cfg.ClientTLS != nil {
 		uaOpts = append(uaOpts, sipgo.WithUserAgenTLSConfig(cfg.ClientTLS))
 	}
@@ -271,7 +288,9 @@ func NewServer(cfg Config, handler CallHandler) (*Server, error) {
 		},
 		trunkCalls: map[string]int{},
 		stop:       make(chan struct{}),
+		protect:    protect,
 	}
+	protect.isTrunk, protect.inDialog = s.isTrunkSource, s.hasCall
 	s.trunks.ttl = cfg.Trunks.CacheTTL
 	s.trunkRegs.init()
 	srv.OnInvite(s.onInvite)
@@ -280,7 +299,8 @@ func NewServer(cfg Config, handler CallHandler) (*Server, error) {
 	srv.OnCancel(s.onCancel)
 	srv.OnOptions(s.onOptions)
 	srv.OnInfo(s.onInfo)
-	srv.OnRegister(s.onRegister)
+	srv.OnUpdate(s.onUpdate)
+	srv.OnRegister(s.knownAfterSuccess(s.onRegister))
 	srv.OnNoRoute(s.onNoRoute)
 	return s, nil
 }
@@ -311,6 +331,15 @@ func (s *Server) Serve(ctx context.Context) {
 			defer s.wg.Done()
 			if err := s.srv.ServeTCP(s.cfg.TCP); err != nil && ctx.Err() == nil {
 				s.log.Error("sip tcp serve", "err", err)
+			}
+		}()
+	}
+	if s.cfg.TLS != nil {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := s.srv.ServeTLS(s.cfg.TLS); err != nil && ctx.Err() == nil {
+				s.log.Error("sip tls serve", "err", err)
 			}
 		}()
 	}
@@ -362,6 +391,9 @@ func (s *Server) Close() {
 		if s.cfg.TCP != nil {
 			s.cfg.TCP.Close()
 		}
+		if s.cfg.TLS != nil {
+			s.cfg.TLS.Close()
+		}
 		s.ua.Close()
 		s.wg.Wait()
 	})
@@ -388,6 +420,7 @@ func (s *Server) purgeLoop() {
 		cancel()
 		s.auth.purge()
 		s.lock.purge()
+		s.protect.purge()
 	}
 }
 
@@ -459,8 +492,17 @@ func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	if !ok {
 		return
 	}
+	if id.Authenticated() {
+		s.markKnownSource(req)
+	}
+	if !s.admitInvite(req, tx) {
+		return
+	}
 	if req.Contact() == nil {
 		s.respond(req, tx, 400, "Missing Contact")
+		return
+	}
+	if !s.checkSessionTimer(req, tx) {
 		return
 	}
 	offer, negotiated, negErr, code, reason := readOffer(req)
@@ -496,9 +538,7 @@ func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	}
 }
 
-// onReinvite keeps established calls alive across session refreshes by
-// answering with the SDP we already gave. Hold and media changes are the
-// business of a later change.
+// onReinvite hands a re-INVITE to its dialog's session (reinvite.go).
 func (s *Server) onReinvite(req *sip.Request, tx sip.ServerTransaction) {
 	if out := s.lookupOut(req); out != nil {
 		out.onReinvite(req, tx)
@@ -509,23 +549,20 @@ func (s *Server) onReinvite(req *sip.Request, tx sip.ServerTransaction) {
 		s.respond(req, tx, 481, "Call/Transaction Does Not Exist")
 		return
 	}
-	answer := leg.localSDP()
-	if answer == nil {
-		s.respond(req, tx, 491, "Request Pending")
-		return
-	}
-	res := sip.NewSDPResponseFromRequest(req, answer)
-	res.AppendHeader(sip.HeaderClone(&s.dialogUA.ContactHDR))
-	if err := tx.Respond(res); err != nil {
-		s.log.Debug("sip re-invite respond", "call_id", leg.CallID, "err", err)
-	}
+	leg.sess.onOffer(legPeer{leg}, req, tx)
 }
 
 func (s *Server) onAck(req *sip.Request, tx sip.ServerTransaction) {
 	leg := s.lookup(req)
 	if leg == nil {
-		// ACKs get no response; one for an outbound leg (to a re-INVITE
-		// we answered) or a stray one is simply dropped.
+		// ACKs get no response; a stray one is simply dropped. One for an
+		// outbound leg may answer our offer in a re-INVITE's 2xx.
+		if out := s.lookupOut(req); out != nil {
+			out.sess.onAck(outPeer{out}, req)
+		}
+		return
+	}
+	if leg.sess.onAck(legPeer{leg}, req) {
 		return
 	}
 	_ = leg.dlg.ReadAck(req, tx)

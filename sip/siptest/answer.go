@@ -87,7 +87,7 @@ func (p *Phone) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 		_ = tx.Respond(res)
 	}
 	if to := req.To(); to != nil && to.Params.Has("tag") {
-		respond(488, "Not Acceptable Here") // re-INVITEs are not part of this phone's repertoire
+		p.onReinvite(req, tx) // reinvite.go
 		return
 	}
 	if planFn == nil {

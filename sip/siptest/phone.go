@@ -158,6 +158,8 @@ type DialOptions struct {
 	// Username and Password answer a 401/407 challenge (digest, with the
 	// first algorithm offered).
 	Username, Password string
+	// Headers are added to the INVITE as they are (e.g. Session-Expires).
+	Headers []sip.Header
 }
 
 // DialError is a final non-2xx answer to our INVITE.
@@ -223,7 +225,8 @@ func (p *Phone) Dial(ctx context.Context, uri string, opt DialOptions) (*Call, e
 		local.DTMFPayloadType = 101
 	}
 	start := time.Now()
-	dlg, err := p.dialogs.Invite(ctx, recipient, sdp.Build(local), sip.NewHeader("Content-Type", "application/sdp"))
+	hdrs := append([]sip.Header{sip.NewHeader("Content-Type", "application/sdp")}, opt.Headers...)
+	dlg, err := p.dialogs.Invite(ctx, recipient, sdp.Build(local), hdrs...)
 	if err != nil {
 		rtpConn.Close()
 		return nil, fmt.Errorf("dial: invite: %w", err)
@@ -261,6 +264,7 @@ func (p *Phone) Dial(ctx context.Context, uri string, opt DialOptions) (*Call, e
 		dlg.Close()
 		return nil, err
 	}
+	p.trackDialed(c) // it answers re-INVITEs (reinvite.go)
 	return c, nil
 }
 

@@ -3,6 +3,9 @@
 # voxbridge on loopback, then the call records are checked over HTTP.
 #   1. SIPp's built-in uac scenario (INVITE → 200 → ACK → BYE).
 #   2. voxbridge dial: greeting heard, DTMF ends the echo, server hangs up.
+#   3. SIPp with its own server (testdata/sipp/run.sh): REGISTER with digest,
+#      a wrong password, and a registered extension calling out through a
+#      SIPp carrier that challenges with 407.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -26,11 +29,16 @@ done
 
 work=$(mktemp -d)
 server_pid=""
+more_pids=() # other processes a section started and must not outlive the script
 cleanup() {
   if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
     kill -TERM "$server_pid" 2>/dev/null || true
     wait "$server_pid" 2>/dev/null || true
   fi
+  for p in "${more_pids[@]}"; do
+    kill -TERM "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+  done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -83,6 +91,21 @@ check "sipp call has RTP packets sent (>100 in 3 s)" "$(jq -r '.rtp_packets_out 
 # 1b. The same over TCP (one connection carries the whole dialog).
 sipp_uac "sipp uac call over TCP completes" 25071 26100 1000 -t t1
 
+# 1c. SIPp holds the echo call by re-INVITE (sendonly, then c=0.0.0.0),
+#     resumes it and refreshes by UPDATE (testdata/sipp/reinvite-hold.xml
+#     checks the direction of each answer); the record keeps the hold.
+if sipp "127.0.0.1:${SIP_PORT}" -sf testdata/sipp/reinvite-hold.xml -s echo -i 127.0.0.1 -p 25072 -mp 26200 \
+    -m 1 -timeout 30s -timeout_error -nostdin -trace_err -error_file "$work/sipp_25072_err.log" >"$work/sipp_25072.log" 2>&1; then
+  check "sipp re-INVITE hold, old-style hold, resume, UPDATE refresh" true
+else
+  cat "$work/sipp_25072_err.log" "$work/sipp_25072.log" 2>/dev/null | tail -n 30 >&2 || true
+  check "sipp re-INVITE hold, old-style hold, resume, UPDATE refresh" false
+fi
+sleep 0.5
+rec=$(api "/v1/calls?page_size=1" | jq '.result[0]')
+check "sipp hold recorded: one hold, resumed at the end" \
+  "$(jq -r '.variables["call.hold_count"]=="1" and .variables["call.remote_hold"]=="false"' <<<"$rec")"
+
 # 2. voxbridge dial: hears the greeting, presses 1 during the echo test,
 #    the server says goodbye and hangs up.
 "$BIN" dial "sip:echo@127.0.0.1:${SIP_PORT}" --digits "1@6s" --duration 30s --json \
@@ -101,14 +124,149 @@ if command -v sox >/dev/null 2>&1; then
   check "dial: recorded audio is not silent (sox RMS $rms)" "$(awk -v r="$rms" 'BEGIN{print (r>0.01)?"true":"false"}')"
 fi
 
-# 3. Registration with digest and a wrong password, by SIPp (its own server).
+# 3. Registration with digest and a wrong password, and a registered
+#    extension's call out through a carrier answering its 407 with the
+#    trunk's credentials, by SIPp (its own server).
 if BIN="$BIN" ./testdata/sipp/run.sh >"$work/sipp_reg.log" 2>&1; then
-  check "sipp REGISTER with digest, wrong password refused" true
+  check "sipp REGISTER with digest, wrong password refused, call out through a 407 carrier" true
 else
   cat "$work/sipp_reg.log" >&2
-  check "sipp REGISTER with digest, wrong password refused" false
+  check "sipp REGISTER with digest, wrong password refused, call out through a 407 carrier" false
 fi
 grep "sipp interop:" "$work/sipp_reg.log" || true
+
+# 4. baresip (Debian package baresip) as extension 1001, with the
+#    credentials `voxbridge extensions add` made: it registers, calls the
+#    echo flow playing a 600 Hz wav (aufile) and hears it back (sndfile
+#    dumps what it decodes), then calls extension 1002, a SIPp UAS that
+#    registered with its own credentials and echoes RTP. Its own server:
+#    baresip 1.0 (libre) answers MD5 challenges only and gives up when a
+#    SHA-256 one is offered too, so this one offers MD5 only; anonymous
+#    calls are off, so every INVITE is authenticated.
+if command -v baresip >/dev/null 2>&1; then
+  bs="$work/baresip"
+  BS_SIP=${BS_SIP:-25160} BS_HTTP=${BS_HTTP:-28180} BS_UA=${BS_UA:-25170} BS_EXT2=${BS_EXT2:-25180}
+  mkdir -p "$bs/conf" "$bs/snd"
+  bs_api() { curl -fsS -H "Authorization: Bearer $VOXBRIDGE_API_KEY" "http://127.0.0.1:${BS_HTTP}$1"; }
+  "$BIN" extensions add --db "$bs/voxbridge.db" --number 1001 --username bob --name "Bob (baresip)" \
+    --password bob-interop-secret >/dev/null
+  "$BIN" extensions add --db "$bs/voxbridge.db" --number 1002 --username carol \
+    --password carol-interop-secret >/dev/null
+  "$BIN" serve --db "$bs/voxbridge.db" --sip-addr "127.0.0.1:${BS_SIP}" --http-addr "127.0.0.1:${BS_HTTP}" \
+    --rtp-ports 32000-32999 --sip-digest MD5 --sip-anonymous '' >"$bs/server.log" 2>&1 &
+  more_pids+=($!)
+  for _ in $(seq 1 100); do
+    curl -fsS "http://127.0.0.1:${BS_HTTP}/healthz" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  sox -n -r 8000 -c 1 -b 16 "$bs/tone.wav" synth 20 sine 600 vol 0.5
+  # Headless: no audio device (aufile in, sndfile dumps out), loopback
+  # only (net_interface, or it offers the host's address in its SDP).
+  cat >"$bs/conf/config" <<CONF
+poll_method		poll
+net_interface		127.0.0.1
+sip_listen		127.0.0.1:${BS_UA}
+audio_player		aufile,/dev/null
+audio_source		aufile,$bs/tone.wav
+audio_alert		aufile,/dev/null
+module_path		/usr/lib/baresip/modules
+module			g711.so
+module			aufile.so
+module			sndfile.so
+module_app		account.so
+module_app		menu.so
+snd_path		$bs/snd
+rtp_ports		35000-35099
+CONF
+  echo "<sip:bob@127.0.0.1:${BS_SIP}>;auth_user=bob;auth_pass=bob-interop-secret;regint=300;audio_codecs=PCMU" \
+    >"$bs/conf/accounts"
+  # baresip_call NAME URI SECONDS: one call, ended by baresip's quit (-t).
+  baresip_call() {
+    rm -f "$bs"/snd/*
+    timeout $(( $3 + 20 )) baresip -4 -f "$bs/conf" -t "$3" -e "/dial $2" >"$bs/$1.log" 2>&1 || true
+  }
+  # heard_hz: the strongest frequency in the last 2.5 s baresip decoded
+  # (sox's spectrum; the echo flow's greeting comes first).
+  heard_hz() {
+    local f
+    f=$(ls "$bs"/snd/*-dec.wav 2>/dev/null | head -n 1) || true
+    [ -n "$f" ] || return 0
+    sox "$f" -n trim -2.5 stat -freq 2>&1 | awk 'NF==2 && $1+0>0 { if ($2>m) { m=$2; f=$1 } } END { if (m) printf "%.0f", f }' || true
+  }
+  near600() { awk -v f="${1:-0}" 'BEGIN{print (f>560 && f<640)?"true":"false"}'; }
+
+  baresip_call echo "sip:echo@127.0.0.1:${BS_SIP}" 10
+  sleep 0.5
+  rec=$(bs_api "/v1/calls?page_size=1" | jq '.result[0]')
+  check "baresip registered with extensions-add credentials" \
+    "$(grep -q 'sip register.*extension=1001.*bindings=1' "$bs/server.log" && echo true || echo false)"
+  check "baresip call to echo: extension 1001, answered, lasted >5 s, hung up by baresip" \
+    "$(jq -r '.status=="hangup" and .hangup_by=="remote" and .codec=="PCMU" and .tm_progressing != null
+      and ((.tm_hangup|sub("\\.[0-9]+";"")|fromdateiso8601) - (.tm_progressing|sub("\\.[0-9]+";"")|fromdateiso8601)) >= 5' <<<"$rec")"
+  hz=$(heard_hz)
+  check "baresip heard its 600 Hz echoed (sox: ${hz:-nothing} Hz)" "$(near600 "$hz")"
+
+  sipp "127.0.0.1:${BS_SIP}" -sf testdata/sipp/register_only.xml -i 127.0.0.1 -p "$BS_EXT2" -m 1 -nostdin \
+    -s carol -au carol -ap carol-interop-secret -timeout 15s -timeout_error >"$bs/ext2_reg.log" 2>&1 ||
+    { tail -n 20 "$bs/ext2_reg.log" >&2; }
+  sipp -sn uas -i 127.0.0.1 -p "$BS_EXT2" -mp 26200 -rtp_echo -m 1 -nostdin -timeout 40s -timeout_error \
+    >"$bs/ext2_uas.log" 2>&1 &
+  uas=$!
+  more_pids+=($uas)
+  sleep 0.3
+  baresip_call ext "sip:1002@127.0.0.1:${BS_SIP}" 8
+  if wait "$uas"; then check "extension 1002 (SIPp) answered baresip's call and got the BYE" true
+  else tail -n 30 "$bs/ext2_uas.log" "$bs/server.log" >&2; check "extension 1002 (SIPp) answered baresip's call and got the BYE" false; fi
+  sleep 0.5
+  recs=$(bs_api "/v1/calls?page_size=2" | jq '.result')
+  check "baresip → 1002 recorded: both legs answered and linked" \
+    "$(jq -r 'length==2 and all(.[]; .tm_progressing != null and .status=="hangup")
+      and ([.[] | select(.direction=="outgoing")][0].master_call_id == [.[] | select(.direction=="incoming")][0].id)' <<<"$recs")"
+  hz=$(heard_hz)
+  check "baresip heard its 600 Hz back through extension 1002 (sox: ${hz:-nothing} Hz)" "$(near600 "$hz")"
+else
+  echo "interop: skip baresip (apt-get install baresip)"
+fi
+
+# 5. SIPVicious, what toll-fraud scanners run, against a server started
+#    with --sip-silent-unknown and two extensions: svmap (OPTIONS sweep)
+#    gets no answer; svwar (REGISTER per extension, --force past its
+#    sanity check) learns nothing, since real and unknown extensions get
+#    the same 401; a control svcrack with only 1002's password cracks it
+#    (the tool and the MD5 digest work); then svcrack against 1001 with
+#    its password 13th in the list cracks nothing: after 10 failures the
+#    source is locked out and even the right password gets 403. Every
+#    tool is bounded by timeout.
+if ! command -v svwar >/dev/null 2>&1; then
+  echo "interop: installing sipvicious"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq sipvicious >/dev/null
+fi
+sv="$work/sipvicious"
+SV_SIP=${SV_SIP:-25260} SV_HTTP=${SV_HTTP:-28280}
+mkdir -p "$sv"
+"$BIN" extensions add --db "$sv/voxbridge.db" --number 1001 --username 1001 --password sunshine-2024 >/dev/null
+"$BIN" extensions add --db "$sv/voxbridge.db" --number 1002 --username 1002 --password control-pass-1 >/dev/null
+"$BIN" serve --db "$sv/voxbridge.db" --sip-addr "127.0.0.1:${SV_SIP}" --http-addr "127.0.0.1:${SV_HTTP}" \
+  --rtp-ports 33000-33099 --sip-digest MD5 --sip-anonymous '' --sip-silent-unknown true >"$sv/server.log" 2>&1 &
+more_pids+=($!)
+for _ in $(seq 1 100); do
+  curl -fsS "http://127.0.0.1:${SV_HTTP}/healthz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+printf '%s\n' 100 1000 1001 1002 1003 2000 >"$sv/extensions.txt"
+(cd "$sv" && timeout 30 svmap -p "$SV_SIP" 127.0.0.1 >"$sv/svmap.log" 2>&1) || true
+check "svmap: the silent server is not found" "$(grep -q 'found nothing' "$sv/svmap.log" && ! grep -q "127.0.0.1:${SV_SIP}" "$sv/svmap.log" && echo true || echo false)"
+(cd "$sv" && timeout 30 svwar --force -d "$sv/extensions.txt" -p "$SV_SIP" 127.0.0.1 >"$sv/svwar.log" 2>&1) || true
+check "svwar: no extension found" "$(grep -q 'found nothing' "$sv/svwar.log" && ! grep -Eq '\| *100[12] *\|' "$sv/svwar.log" && echo true || echo false)"
+printf 'control-pass-1\n' >"$sv/control.txt"
+(cd "$sv" && timeout 30 svcrack -u 1002 -d "$sv/control.txt" -p "$SV_SIP" 127.0.0.1 >"$sv/svcrack_control.log" 2>&1) || true
+check "svcrack control: the right password alone is found (the tool works)" "$(grep -q 'control-pass-1' "$sv/svcrack_control.log" && echo true || echo false)"
+{ for i in $(seq 1 12); do echo "guess-$i"; done; echo sunshine-2024; echo password; } >"$sv/words.txt"
+(cd "$sv" && timeout 20 svcrack -u 1001 -d "$sv/words.txt" -p "$SV_SIP" 127.0.0.1 >"$sv/svcrack.log" 2>&1) || true
+check "svcrack: no password cracked (the source was locked out)" \
+  "$(! grep -q 'sunshine-2024' "$sv/svcrack.log" && grep -q 'locked out' "$sv/server.log" && echo true || echo false)"
+check "server counted the silent drops" "$(grep -q 'reason=silent_unknown' "$sv/server.log" && echo true || echo false)"
 
 echo "interop: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
