@@ -75,13 +75,15 @@ const (
 	ReasonServerRestart  HangupReason = "server_restart"
 	ReasonCodec          HangupReason = "codec"
 	ReasonError          HangupReason = "error"
+	ReasonAPI            HangupReason = "api" // hung up over the control API
 )
 
 // Valid reports whether r is one of the known reasons, including empty.
 func (r HangupReason) Valid() bool {
 	switch r {
 	case ReasonNone, ReasonNormal, ReasonFailed, ReasonBusy, ReasonCancel, ReasonTimeout, ReasonNoAnswer,
-		ReasonDialout, ReasonAMD, ReasonServerShutdown, ReasonServerRestart, ReasonCodec, ReasonError:
+		ReasonDialout, ReasonAMD, ReasonServerShutdown, ReasonServerRestart, ReasonCodec, ReasonError,
+		ReasonAPI:
 		return true
 	}
 	return false
