@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -43,6 +45,9 @@ var actionTypes = map[string]func(raw json.RawMessage) (step, error){
 // fetch_flow compiles flows itself, so it joins the table at init to break
 // the initialization cycle.
 func init() { actionTypes["fetch_flow"] = define(compileFetchFlow) }
+
+// ActionTypes lists every action type, sorted.
+func ActionTypes() []string { return slices.Sorted(maps.Keys(actionTypes)) }
 
 // define decodes an action's option strictly into O, then checks it.
 func define[O any](check func(o *O) (step, error)) func(json.RawMessage) (step, error) {

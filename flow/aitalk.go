@@ -22,6 +22,10 @@ import (
 type Agents struct {
 	mu   sync.RWMutex
 	defs map[string]agent.Definition
+	// files maps the ids LoadDir loaded to their file: read-only over the
+	// API. uses counts the ai_talk sessions running per id (see inuse.go).
+	files map[string]string
+	uses  map[string]int
 }
 
 // NewAgents returns an empty set of agents.
@@ -69,6 +73,7 @@ func (a *Agents) LoadDir(dir string) ([]string, error) {
 		return nil, fmt.Errorf("agents dir: %w", err)
 	}
 	loaded := map[string]agent.Definition{}
+	paths := map[string]string{}
 	for _, e := range entries {
 		ext := strings.ToLower(filepath.Ext(e.Name()))
 		if e.IsDir() || (ext != ".json" && ext != ".yaml" && ext != ".yml") {
@@ -89,9 +94,11 @@ func (a *Agents) LoadDir(dir string) ([]string, error) {
 			return nil, fmt.Errorf("%s: agent id %q defined twice", path, d.ID)
 		}
 		loaded[d.ID] = d
+		paths[d.ID] = path
 	}
 	a.mu.Lock()
 	maps.Copy(a.defs, loaded)
+	a.pinFiles(paths)
 	a.mu.Unlock()
 	ids := make([]string, 0, len(loaded))
 	for id := range loaded {
@@ -132,6 +139,7 @@ func (c *Call) aiTalk(ctx context.Context, o *AITalkOption) error {
 	if !ok {
 		return fmt.Errorf("agent %q not found", id)
 	}
+	defer c.ct.cfg.Agents.use(id)()
 	p, err := c.ct.providersFor(def)
 	if err != nil {
 		return fmt.Errorf("agent %s: providers: %w", id, err)
@@ -166,7 +174,7 @@ func (c *Call) aiTalk(ctx context.Context, o *AITalkOption) error {
 	res, runErr := sess.Run(ctx)
 	if res.Reason == agent.EndCanceled {
 		select {
-		case <-c.leg.Done(): // the call's context ends with the caller's BYE
+		case <-c.dlg.Done(): // the call's context ends with the caller's BYE
 			res.Reason = agent.EndCallerHangup
 		default:
 		}
@@ -337,16 +345,13 @@ func (a *agentCall) Hangup(reason string) error {
 	return a.c.hangup(store.ReasonNormal)
 }
 
-// Transfer rings target while the agent holds the caller; when it answers,
-// the conversation ends and the caller is bridged to it (a blind transfer:
-// warm is treated the same). The agent only offers targets its definition
-// allows.
+// Transfer rings target; when it answers, the conversation ends and the
+// caller is bridged to it. Warm is the flow's warm transfer: the caller
+// hears music on hold while it rings, and the target hears who is being
+// transferred (in the agent's voice) first. The agent only offers targets
+// its definition allows.
 func (a *agentCall) Transfer(ctx context.Context, target string, warm bool) error {
 	c := a.c
-	d, err := c.ct.dialer()
-	if err != nil {
-		return err
-	}
 	dst := ConnectDestination{Type: DestNumber, Target: target}
 	switch {
 	case strings.HasPrefix(target, "sip:") || strings.HasPrefix(target, "sips:"):
@@ -362,19 +367,29 @@ func (a *agentCall) Transfer(ctx context.Context, target string, warm bool) erro
 	// The operator listed the target in the agent's definition: it may use
 	// a trunk whoever the caller is.
 	p := connectPlan{dests: []ConnectDestination{dst}, ring: RingAll, timeout: DefaultRingTimeout, relay: true, system: true}
-	attempts, derr := c.attemptsFor(ctx, dst, p)
-	if derr != nil {
-		return derr
-	}
 	// The B leg outlives this tool call, so it dials on the call's context.
-	won, errs := c.ringAll(c.ctx, d, attempts)
+	won, derr := c.transferLeg(ctx, c.ctx, p, warm, a.announcement(warm))
 	if won == nil {
-		return worstFailure(errs)
+		return derr
 	}
 	c.mu.Lock()
 	c.pendingBridge = &pendingBridge{b: won, p: p}
 	c.mu.Unlock()
 	return nil
+}
+
+// agentAnnouncement is what a warm transfer's target hears first.
+const agentAnnouncement = "Transferred call from ${call.from_user}."
+
+// announcement is a warm transfer's announcement in the agent's voice,
+// nil when the transfer is blind or the agent has no voice of its own (a
+// speech-to-speech agent).
+func (a *agentCall) announcement(warm bool) *TalkOption {
+	id, _ := a.c.getVar("agent.id")
+	if def, ok := a.c.ct.cfg.Agents.Get(id); !warm || !ok || def.TTS == nil {
+		return nil
+	}
+	return &TalkOption{Text: agentAnnouncement, AgentID: id}
 }
 
 // pendingBridge is a transfer target that answered while the agent talked;

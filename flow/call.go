@@ -24,7 +24,9 @@ var errNotAnswered = errors.New("call not answered")
 // Call is one live call: its leg, its media stream and its record.
 type Call struct {
 	ct     *Controller
-	leg    *sip.Leg
+	leg    *sip.Leg     // inbound; on an originated call, a description of its OutLeg
+	dlg    sip.Dialog   // the call's dialog either way: leg, or orig.dlg
+	orig   *origination // set on a call placed by Originate
 	log    *slog.Logger
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -40,6 +42,9 @@ type Call struct {
 	// other goroutines (the API) check it before touching stream.
 	answered  atomic.Bool
 	mediaBusy atomic.Bool // a media websocket is attached
+	// earlyOnly makes answer send 183 with our SDP instead of the 200,
+	// for connect's early media (earlymedia.go); runner goroutine only.
+	earlyOnly bool
 
 	mu          sync.Mutex
 	rec         store.Call
@@ -53,6 +58,13 @@ type Call struct {
 	recordingID string
 	// capture is the call's pcap (Config.CaptureDir); set by answer.
 	capture *callCapture
+	// localHeld: we hold the other party (re-INVITE sendonly; mediachange.go).
+	localHeld bool
+	// ctl is what the API's live call actions change (control.go).
+	ctl callControl
+	// transcriber is the live transcription transcribe_start runs; the
+	// stream's tap feeds it.
+	transcriber atomic.Pointer[transcriber]
 }
 
 func newInboundCall(ct *Controller, leg *sip.Leg) (*Call, error) {
@@ -60,6 +72,7 @@ func newInboundCall(ct *Controller, leg *sip.Leg) (*Call, error) {
 	c := &Call{
 		ct:         ct,
 		leg:        leg,
+		dlg:        leg,
 		ctx:        ctx,
 		cancel:     cancel,
 		digits:     make(chan rune, 64),
@@ -128,7 +141,8 @@ func (c *Call) run(p *program) {
 		_ = c.leg.Reject(488, "Not Acceptable Here")
 		return
 	}
-	if err := c.leg.Ringing(); err == nil {
+	// An originated call rang at the callee, before it was answered.
+	if c.orig == nil && c.leg.Ringing() == nil {
 		c.update(func(r *store.Call) { r.TMRinging = now() })
 		c.publish(EventCallRinging, nil)
 	}
@@ -137,7 +151,7 @@ func (c *Call) run(p *program) {
 	go func() {
 		defer c.wg.Done()
 		select {
-		case <-c.leg.Done():
+		case <-c.dlg.Done():
 			c.cancel()
 		case <-c.ctx.Done():
 		}
@@ -145,7 +159,7 @@ func (c *Call) run(p *program) {
 
 	c.update(func(r *store.Call) { r.FlowID = p.flow.ID })
 	rn := &run{c: c, loops: map[loopKey]int{}}
-	err := rn.runFlow(c.ctx, p)
+	err := c.runControlled(func(ctx context.Context) error { return rn.runFlow(ctx, p) })
 	switch {
 	case err == nil, errors.Is(err, errStop), c.ctx.Err() != nil:
 	default:
@@ -173,13 +187,13 @@ func (c *Call) stop(reason store.HangupReason) {
 func (c *Call) hangup(reason store.HangupReason) error {
 	c.setLocalReason(reason)
 	select {
-	case <-c.leg.Done():
+	case <-c.dlg.Done():
 	default:
 		c.update(func(r *store.Call) { r.Status = store.StatusTerminating })
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()
-	err := c.leg.Hangup(ctx)
+	err := c.dlg.Hangup(ctx)
 	c.cancel()
 	return err
 }
@@ -188,7 +202,7 @@ func (c *Call) hangup(reason store.HangupReason) error {
 // record.
 func (c *Call) finish() {
 	select {
-	case <-c.leg.Done():
+	case <-c.dlg.Done():
 	default:
 		c.setLocalReason(store.ReasonNormal)
 		if err := c.hangup(store.ReasonNormal); err != nil {
@@ -196,6 +210,7 @@ func (c *Call) finish() {
 		}
 	}
 	c.cancel()
+	c.ctl.close() // no API action starts a goroutine after this
 	if c.stream != nil {
 		c.stream.Close()
 	}
@@ -203,7 +218,7 @@ func (c *Call) finish() {
 	c.finishRecording()
 	c.finishCapture()
 
-	end := c.leg.EndInfo()
+	end := c.dlg.EndInfo()
 	vars := c.vars()
 	c.mu.Lock()
 	local := c.localReason
@@ -249,7 +264,7 @@ func hangupOf(end sip.EndInfo, local store.HangupReason) (store.HangupBy, store.
 // 200 OK with our SDP answer.
 func (c *Call) answer(ctx context.Context) error {
 	if c.stream != nil {
-		return nil
+		return c.answerAfterEarlyMedia() // earlymedia.go; nil once answered
 	}
 	n := c.leg.Negotiated
 	codec, err := media.CodecByName(n.Codec.Name, n.Codec.PayloadType)
@@ -264,7 +279,9 @@ func (c *Call) answer(ctx context.Context) error {
 	}
 	// RTCP on the RTP socket when the offer muxes it, else on the port
 	// above, to the address the offer named.
-	if n.RTCPMux {
+	if c.orig != nil {
+		cfg.Conn = c.orig.takeConn() // the socket our offer named
+	} else if n.RTCPMux {
 		cfg.RTCPMux = true
 		cfg.Conn, err = c.ct.cfg.Ports.Listen(c.ct.cfg.BindIP)
 	} else {
@@ -283,33 +300,52 @@ func (c *Call) answer(ctx context.Context) error {
 			cfg.RTCPConn.Close()
 		}
 	}
-	if c.ct.cfg.RecordAll {
+	if c.ct.cfg.RecordAll || c.orig.recording() {
 		cfg.Recorder = c.startRecording()
 	}
-	cfg.Tap = c.startCapture(n.RemoteAddr.Addr())
+	if c.orig == nil {
+		cfg.Latch = natLatch // mediachange.go
+	}
+	cfg.Tap = c.transcribeTap(conn, n.RemoteAddr.Addr(), codec, c.startCapture(n.RemoteAddr.Addr()))
 	stream, err := media.NewStream(cfg)
 	if err != nil {
 		closeConns()
 		return fmt.Errorf("answer: %w", err)
 	}
 	c.stream = stream
+	c.watchMediaChanges()
 	stream.Start(c.ctx)
 	c.wg.Add(1)
 	go c.collectDTMF()
 
 	port := conn.LocalAddr().(*net.UDPAddr).Port
-	if err := c.leg.Answer(c.ct.mediaIPFor(n.RemoteAddr.Addr()), port); err != nil {
-		return err
+	if c.earlyOnly && c.orig == nil {
+		// The stream runs; the caller gets 183 now and the 200 when the
+		// callee answers (earlymedia.go).
+		return c.leg.Progress(c.ct.mediaIPFor(n.RemoteAddr.Addr()), port)
 	}
+	// An originated call's callee has answered our offer: nothing to send.
+	if c.orig == nil {
+		if err := c.leg.Answer(c.ct.mediaIPFor(n.RemoteAddr.Addr()), port); err != nil {
+			return err
+		}
+	}
+	c.markAnswered(codec.Name, port)
+	return nil
+}
+
+// markAnswered records the answer: the 200 is out (or, on an originated
+// call, the callee's came in) and the stream at local port runs.
+func (c *Call) markAnswered(codec string, port int) {
+	n := c.leg.Negotiated
 	c.answered.Store(true)
 	c.update(func(r *store.Call) {
 		r.Status = store.StatusProgressing
 		r.TMProgressing = now()
-		r.Codec = codec.Name
+		r.Codec = codec
 	})
-	c.publish(EventCallAnswered, map[string]any{"codec": codec.Name})
-	c.log.Info("call answered", "codec", codec.Name, "remote_media", n.RemoteAddr.String(), "local_port", port, "dtmf_pt", n.DTMFPayloadType)
-	return nil
+	c.publish(EventCallAnswered, map[string]any{"codec": codec})
+	c.log.Info("call answered", "codec", codec, "remote_media", n.RemoteAddr.String(), "local_port", port, "dtmf_pt", n.DTMFPayloadType)
 }
 
 // collectDTMF merges RFC 4733 and SIP INFO digits into the call's digit
@@ -317,7 +353,7 @@ func (c *Call) answer(ctx context.Context) error {
 func (c *Call) collectDTMF() {
 	defer c.wg.Done()
 	rtp := c.stream.DTMF()
-	info := c.leg.InfoDTMF()
+	info := c.dlg.InfoDTMF()
 	for {
 		var d rune
 		select {

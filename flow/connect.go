@@ -73,8 +73,9 @@ type ConnectOption struct {
 	// CallerID is the From user shown to the destination (default: the
 	// caller's own).
 	CallerID string `json:"caller_id,omitempty"`
-	// EarlyMedia would relay the destination's 183 early media; refused
-	// until the inbound leg can send it.
+	// EarlyMedia plays a ringing destination's early media (a 183 with
+	// SDP, then its RTP before the answer) to the caller, who gets 183
+	// with our SDP; false (default) leaves the caller with the 180 only.
 	EarlyMedia bool `json:"early_media,omitempty"`
 	// RelayHangupReason (default true) ends an unanswered caller with the
 	// destination's failure (486 busy, 480 no answer, its error code) and
@@ -92,6 +93,8 @@ type connectPlan struct {
 	timeout  time.Duration
 	callerID string
 	relay    bool
+	// earlyMedia relays destinations' early media (earlymedia.go).
+	earlyMedia bool
 	// system: the operator chose the destinations (a flow), so a number
 	// may go out through a trunk whoever the caller is. Routes of dialed
 	// numbers leave it false: the caller's own right to call out decides.
@@ -113,7 +116,7 @@ func compileConnectFor(o *ConnectOption, system bool) (step, error) {
 		}
 	}
 	p := connectPlan{dests: o.Destinations, ring: o.Ring, callerID: o.CallerID, system: system,
-		relay: o.RelayHangupReason == nil || *o.RelayHangupReason}
+		relay: o.RelayHangupReason == nil || *o.RelayHangupReason, earlyMedia: o.EarlyMedia}
 	switch o.Ring {
 	case "":
 		p.ring = RingAll
@@ -130,9 +133,6 @@ func compileConnectFor(o *ConnectOption, system bool) (step, error) {
 	}
 	if o.CallerID != "" && !strings.Contains(o.CallerID, "${") && !callerIDRE.MatchString(o.CallerID) {
 		return step{}, badField("caller_id", "must be 1 to 64 of letters, digits and +*#._~-")
-	}
-	if o.EarlyMedia {
-		return step{}, badField("early_media", "early media is not supported yet")
 	}
 	ringing := p.timeout
 	if p.ring == RingSequential {
@@ -190,6 +190,9 @@ type dialAttempt struct {
 	req         sip.DialRequest
 	destination string // for the record
 	mediaHost   string // where the callee probably is, to pick our media address
+	// early, when set, gets the leg once its early media runs
+	// (earlymedia.go).
+	early *earlyRelay
 }
 
 // connect rings p's destinations and bridges the caller to the first that
@@ -207,6 +210,10 @@ func (c *Call) connect(ctx context.Context, p connectPlan) error {
 			groups = append(groups, []ConnectDestination{dst})
 		}
 	}
+	var early *earlyRelay
+	if p.earlyMedia {
+		early = newEarlyRelay()
+	}
 	var last *sip.DialError
 	for _, g := range groups {
 		var attempts []dialAttempt
@@ -215,6 +222,9 @@ func (c *Call) connect(ctx context.Context, p connectPlan) error {
 			as, derr := c.attemptsFor(ctx, dst, p)
 			if derr != nil {
 				errs = append(errs, derr)
+			}
+			for i := range as {
+				as[i].early = early
 			}
 			attempts = append(attempts, as...)
 		}
@@ -327,20 +337,18 @@ func (c *Call) attemptsFor(ctx context.Context, dst ConnectDestination, p connec
 // With no answer it returns every attempt's failure.
 func (c *Call) ringAll(ctx context.Context, d Dialer, attempts []dialAttempt) (*bLeg, []*sip.DialError) {
 	rctx, cancel := context.WithCancel(ctx)
-	type result struct {
-		b   *bLeg
-		err *sip.DialError
-	}
-	results := make(chan result, len(attempts))
+	results := make(chan dialResult, len(attempts))
+	early := earlyRelayOf(attempts)
+	defer early.stop() // before the bridge reads the winner's frames
 	for _, a := range attempts {
 		go func() {
 			b, err := c.dialLeg(rctx, d, a)
-			results <- result{b, err}
+			results <- dialResult{b, err}
 		}()
 	}
 	var errs []*sip.DialError
 	for left := len(attempts); left > 0; left-- {
-		res := <-results
+		res := c.nextResult(ctx, results, early)
 		if res.b == nil {
 			errs = append(errs, res.err)
 			continue
@@ -363,6 +371,12 @@ func (c *Call) ringAll(ctx context.Context, d Dialer, attempts []dialAttempt) (*
 	}
 	cancel()
 	return nil, errs
+}
+
+// dialResult is how one attempt of ringAll ended.
+type dialResult struct {
+	b   *bLeg
+	err *sip.DialError
 }
 
 // bLeg is an outgoing leg connect placed, with its own call record.
@@ -425,8 +439,13 @@ func (c *Call) dialLeg(ctx context.Context, d Dialer, a dialAttempt) (*bLeg, *si
 		DTMFPayloadType: 101,
 		Ptime:           20,
 	})
-	var ringing sync.Once
-	r.OnProgress = func(sip.Progress) {
+	var ringing, early sync.Once
+	r.OnProgress = func(pr sip.Progress) {
+		if a.early != nil && pr.EarlyMedia != nil {
+			// Started here, on Dial's goroutine, so the first packets are
+			// not lost; the runner relays them (earlymedia.go).
+			early.Do(func() { b.startEarlyMedia(*pr.EarlyMedia, a.early) })
+		}
 		// Dial must not block here: the record write runs apart, and
 		// Dial's return waits for it so later writes come after.
 		ringing.Do(func() {
@@ -463,6 +482,9 @@ func (b *bLeg) failed(de *sip.DialError) *sip.DialError {
 	if b.conn != nil {
 		b.conn.Close()
 	}
+	if b.stream != nil {
+		b.stream.Close() // its early media
+	}
 	// Remote: the callee answered with a final error. Local: we gave up
 	// (ring timeout, cancel) or could not send at all.
 	by := store.HangupByRemote
@@ -480,7 +502,16 @@ func (b *bLeg) failed(de *sip.DialError) *sip.DialError {
 
 // startMedia opens b's stream toward the address its answer named.
 func (b *bLeg) startMedia(ctx context.Context) error {
-	n := b.out.Negotiated
+	if b.stream != nil {
+		// Started early, for a warm transfer's announcement or early
+		// media (earlymedia.go).
+		return b.followAnswer()
+	}
+	return b.openStream(ctx, b.out.Negotiated)
+}
+
+// openStream opens b's stream toward the address n names.
+func (b *bLeg) openStream(ctx context.Context, n sdp.Negotiated) error {
 	codec, err := media.CodecByName(n.Codec.Name, n.Codec.PayloadType)
 	if err != nil {
 		return err
@@ -541,7 +572,7 @@ func (c *Call) bridge(ctx context.Context, b *bLeg, p connectPlan) error {
 		b.end(store.ReasonFailed)
 		return fmt.Errorf("connect: media: %w", err)
 	}
-	if c.stream == nil {
+	if !c.answered.Load() {
 		if err := c.answer(ctx); err != nil {
 			b.end(store.ReasonCancel)
 			return err
@@ -552,8 +583,11 @@ func (c *Call) bridge(ctx context.Context, b *bLeg, p connectPlan) error {
 	c.log.Info("connect: bridged", "b_call_id", b.rec.ID, "b_codec", b.out.Negotiated.Codec.Name)
 
 	a := c.stream
-	// Audio and keys from before the bridge are not for the callee.
+	// Audio and keys from before the bridge are not for the callee (nor
+	// what a warm transfer's target said during its announcement for the
+	// caller).
 	drainFrames(a.Frames())
+	drainFrames(b.stream.Frames())
 	for len(c.digits) > 0 {
 		<-c.digits
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/voxbridge/voxbridge/agent"
 	"github.com/voxbridge/voxbridge/sip"
 	"github.com/voxbridge/voxbridge/store"
 )
@@ -26,7 +27,7 @@ func TestConnectValidation(t *testing.T) {
 		{"bad ring", `{"destinations":[{"type":"extension","target":"1"}],"ring":"round_robin"}`, "option.ring"},
 		{"timeout too long", `{"destinations":[{"type":"extension","target":"1"}],"timeout_s":601}`, "option.timeout_s"},
 		{"caller id with space", `{"destinations":[{"type":"extension","target":"1"}],"caller_id":"a b"}`, "option.caller_id"},
-		{"early media", `{"destinations":[{"type":"extension","target":"1"}],"early_media":true}`, "option.early_media"},
+		{"early media not bool", `{"destinations":[{"type":"extension","target":"1"}],"early_media":"yes"}`, "option.early_media"},
 		{"relay not bool", `{"destinations":[{"type":"extension","target":"1"}],"relay_hangup_reason":"yes"}`, "option.relay_hangup_reason"},
 		{"unknown field", `{"destinations":[{"type":"extension","target":"1"}],"music":"on"}`, "option.music"},
 	}
@@ -41,7 +42,7 @@ func TestConnectValidation(t *testing.T) {
 	}
 	ok := `{"destinations":[{"type":"extension","target":"1002"},{"type":"number","target":"+1 (415) 555-0100"},
 		{"type":"uri","target":"sip:bob@127.0.0.1:5070;transport=tcp"},{"type":"extension","target":"${ext}"}],
-		"ring":"sequential","timeout_s":5,"caller_id":"+14155550199","relay_hangup_reason":false}`
+		"ring":"sequential","timeout_s":5,"caller_id":"+14155550199","relay_hangup_reason":false,"early_media":true}`
 	st, err := actionTypes["connect"](json.RawMessage(ok))
 	if err != nil {
 		t.Fatal(err)
@@ -102,8 +103,12 @@ func TestRouteDialed(t *testing.T) {
 	mustDo(db.PutNumber(ctx, &store.Number{Number: "+34910000002", Kind: store.NumberToExtension, Target: "1002"}))
 	mustDo(db.PutNumber(ctx, &store.Number{Number: "+34910000003", Kind: store.NumberToAgent, Target: "sales-bot"}))
 	mustDo(db.PutNumber(ctx, &store.Number{Number: "+34910000004", Kind: store.NumberToFlow, Target: "menu", TrunkID: trunk.ID}))
+	mustDo(db.PutNumber(ctx, &store.Number{Number: "+34910000005", Kind: store.NumberToAgent, Target: "desk"}))
+	agents := NewAgents()
+	mustDo(agents.Put(agent.Definition{ID: "desk", Name: "Desk", SystemPrompt: "-",
+		Realtime: &agent.ProviderConfig{Provider: "openai-realtime"}}))
 
-	ct, err := NewController(Config{Store: db, MediaIP: netip.MustParseAddr("127.0.0.1"), Logger: slog.New(slog.DiscardHandler)})
+	ct, err := NewController(Config{Store: db, MediaIP: netip.MustParseAddr("127.0.0.1"), Logger: slog.New(slog.DiscardHandler), Agents: agents})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +123,8 @@ func TestRouteDialed(t *testing.T) {
 	}{
 		{"number to flow", fromTrunk, "+34 910 000 001", "menu", ""},
 		{"number to extension", fromTrunk, "+34910000002", "route:number:+34910000002", ""},
-		{"number to agent", fromTrunk, "+34910000003", "", "agent calls are not available yet"},
+		{"number to a missing agent", fromTrunk, "+34910000003", "", "agent sales-bot not found"},
+		{"number to agent", fromTrunk, "+34910000005", "route:number:+34910000005", ""},
 		{"trunk's own DID", fromTrunk, "+34910000004", "menu", ""},
 		{"another trunk's DID from an extension", ext("1003"), "+34910000004", "route:trunk", ""},
 		{"extension to extension", ext("1001"), "1002", "route:extension:1002", ""},

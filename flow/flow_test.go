@@ -81,6 +81,8 @@ func TestEveryActionTypeHasExecutor(t *testing.T) {
 		"recording_stop":     ``,
 		"amd":                `{"timeout_ms":3000,"on_machine":"hangup"}`,
 		"transfer":           `{"destination":{"type":"extension","target":"1002"},"mode":"blind"}`,
+		"transcribe_start":   `{"agent_id":"support","language":"en-US","direction":"both"}`,
+		"transcribe_stop":    ``,
 	}
 	for typ, spec := range actionTypes {
 		opt, ok := minimal[typ]

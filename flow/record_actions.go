@@ -134,10 +134,7 @@ func (r *run) startRecording(ctx context.Context, p recordingPlan) (*midRecordin
 			return nil, err
 		}
 	}
-	dir := c.ct.cfg.RecordDir
-	if dir == "" {
-		dir = "recordings"
-	}
+	dir := c.ct.recordDir()
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("recording: %w", err)
 	}

@@ -13,10 +13,7 @@ import (
 // send right) and its row; on failure the call goes on unrecorded, with a
 // warning.
 func (c *Call) startRecording() *media.Recorder {
-	dir := c.ct.cfg.RecordDir
-	if dir == "" {
-		dir = "recordings"
-	}
+	dir := c.ct.recordDir()
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		c.warn("recording: " + err.Error())
 		return nil
@@ -64,4 +61,12 @@ func qualityOf(st media.Stats) *store.CallQuality {
 		ConcealedMS: r.ConcealedMS, JitterMS: r.JitterMS, DelayMSMean: r.DelayMSMean, DelayMSP95: r.DelayMSP95,
 		RTTMS: st.RTTMS, RemoteLost: st.RemoteLost, RFactor: st.RFactor, MOS: st.MOS, SendLateP99MS: st.SendLateP99MS,
 	}
+}
+
+// recordDir is where recordings go: Config.RecordDir, else ./recordings.
+func (ct *Controller) recordDir() string {
+	if ct.cfg.RecordDir == "" {
+		return "recordings"
+	}
+	return ct.cfg.RecordDir
 }

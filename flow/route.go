@@ -107,7 +107,16 @@ func (ct *Controller) routeNumber(ctx context.Context, c *Call, num string) *pro
 	case store.NumberToExtension:
 		return bridgeProgram("route:number:"+num, ConnectDestination{Type: DestExtension, Target: n.Target}, false)
 	case store.NumberToAgent:
-		c.warn(fmt.Sprintf("number %s: agent %s: agent calls are not available yet; running the default flow", num, n.Target))
+		if _, ok := ct.cfg.Agents.Get(n.Target); !ok {
+			c.warn(fmt.Sprintf("number %s: agent %s not found; running the default flow", num, n.Target))
+			return nil
+		}
+		p, err := numberAgentProgram(num, n.Target)
+		if err != nil {
+			c.warn(fmt.Sprintf("number %s: agent %s: %v", num, n.Target, err))
+			return nil
+		}
+		return p
 	}
 	return nil
 }

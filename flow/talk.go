@@ -55,13 +55,23 @@ func (c *Call) talk(ctx context.Context, o *TalkOption, barge string) error {
 	if !c.answered.Load() {
 		return errNotAnswered
 	}
+	pcm, err := c.talkAudio(ctx, o)
+	if err != nil {
+		return err
+	}
+	_, err = c.playBarge(ctx, pcm, barge)
+	return err
+}
+
+// talkAudio renders o's text with its agent's voice, through the cache.
+func (c *Call) talkAudio(ctx context.Context, o *TalkOption) ([]int16, error) {
 	id := c.expand(o.AgentID)
 	def, ok := c.ct.cfg.Agents.Get(id)
 	if !ok {
-		return fmt.Errorf("agent %q not found", id)
+		return nil, fmt.Errorf("agent %q not found", id)
 	}
 	if def.TTS == nil {
-		return fmt.Errorf("agent %q has no tts provider", id)
+		return nil, fmt.Errorf("agent %q has no tts provider", id)
 	}
 	text := c.expand(o.Text)
 	voice, lang := def.Voice, def.Language
@@ -79,15 +89,14 @@ func (c *Call) talk(ctx context.Context, o *TalkOption, barge string) error {
 	if !ok {
 		p, err := c.ct.providersFor(agent.Definition{TTS: def.TTS})
 		if err != nil {
-			return fmt.Errorf("talk: %w", err)
+			return nil, fmt.Errorf("talk: %w", err)
 		}
 		if pcm, err = render(ctx, p.TTS, text, voice, lang); err != nil {
-			return fmt.Errorf("talk: %w", err)
+			return nil, fmt.Errorf("talk: %w", err)
 		}
 		agent.DefaultCache.Put(key, pcm)
 	}
-	_, err := c.playBarge(ctx, pcm, barge)
-	return err
+	return pcm, nil
 }
 
 // render synthesises text in full.

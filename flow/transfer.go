@@ -1,6 +1,15 @@
 package flow
 
-import "context"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/voxbridge/voxbridge/sip"
+	"github.com/voxbridge/voxbridge/store"
+)
 
 // Transfer modes.
 const (
@@ -8,13 +17,27 @@ const (
 	TransferWarm  = "warm"
 )
 
+// VarTransferResult is how a transfer went: answered, busy, noanswer,
+// failed (or cancel).
+const VarTransferResult = "transfer.result"
+
 // TransferOption hands the caller to another destination.
 type TransferOption struct {
 	Destination ConnectDestination `json:"destination"`
 	// Mode is blind (default): the caller is bridged to the destination
-	// as soon as it answers, and the flow ends with that bridge. Warm
-	// (talk to the destination first) is refused until it exists.
+	// as soon as it answers, and the flow ends with that bridge. Warm: the
+	// caller hears music on hold while the destination rings, the
+	// destination hears Announce first, then the two are bridged; when
+	// the destination does not answer, the caller comes off hold and the
+	// flow goes on with ${transfer.result}.
 	Mode string `json:"mode,omitempty"`
+	// TimeoutS is how long the destination rings (default 30).
+	TimeoutS int `json:"timeout_s,omitempty"`
+	// Announce (warm only) is spoken to the destination before the bridge,
+	// e.g. "Transferring ${call.from_user} about their order"; variables
+	// allowed. AgentID names the agent whose voice speaks it.
+	Announce string `json:"announce,omitempty"`
+	AgentID  string `json:"agent_id,omitempty"`
 }
 
 func init() { actionTypes["transfer"] = define(compileTransfer) }
@@ -23,18 +46,161 @@ func compileTransfer(o *TransferOption) (step, error) {
 	if err := checkDestination(o.Destination); err != nil {
 		return step{}, badField("destination."+err.field, "%s", err.msg)
 	}
+	if o.TimeoutS < 0 || o.TimeoutS > maxRingTimeoutS {
+		return step{}, badField("timeout_s", "must be between 0 and %d", maxRingTimeoutS)
+	}
+	// The flow's operator chose the destination: it may use a trunk
+	// whoever the caller is. We stay in the media path (no REFER), so the
+	// call keeps its record, recording and limits.
+	p := connectPlan{dests: []ConnectDestination{o.Destination}, ring: RingAll, timeout: DefaultRingTimeout, relay: true, system: true}
+	if o.TimeoutS > 0 {
+		p.timeout = time.Duration(o.TimeoutS) * time.Second
+	}
 	switch o.Mode {
 	case "", TransferBlind:
+		if o.Announce != "" || o.AgentID != "" {
+			return step{}, badField("announce", "only a warm transfer announces the caller")
+		}
+		// A one-destination connect that ends the flow once bridged.
+		return seq(p.timeout+maxBridge, func(ctx context.Context, r *run) (string, error) {
+			err := r.c.connect(ctx, p)
+			if res, ok := r.c.getVar(VarConnectResult); ok {
+				r.c.setVar(VarTransferResult, res)
+			}
+			return "", err
+		}), nil
 	case TransferWarm:
-		return step{}, badField("mode", "warm transfer is not supported yet; use blind")
 	default:
 		return step{}, badField("mode", "must be blind or warm, not %q", o.Mode)
 	}
-	// A blind transfer is a re-bridge: we stay in the media path (no
-	// REFER), so the call keeps its record, recording and limits. It
-	// rings like a one-destination connect and ends the flow once bridged.
-	p := connectPlan{dests: []ConnectDestination{o.Destination}, ring: RingAll, timeout: DefaultRingTimeout, relay: true, system: true}
-	return seq(DefaultRingTimeout+maxBridge, func(ctx context.Context, r *run) (string, error) {
-		return "", r.c.connect(ctx, p)
+	var ann *TalkOption
+	switch {
+	case strings.TrimSpace(o.Announce) != "" && o.AgentID == "":
+		return step{}, badField("agent_id", "required with announce: the agent whose voice speaks it")
+	case len(o.Announce) > maxTalkText:
+		return step{}, badField("announce", "longer than %d bytes", maxTalkText)
+	case strings.TrimSpace(o.Announce) != "":
+		ann = &TalkOption{Text: o.Announce, AgentID: o.AgentID}
+	case o.AgentID != "":
+		return step{}, badField("announce", "required with agent_id")
+	}
+	return seq(p.timeout+talkTimeout+maxBridge, func(ctx context.Context, r *run) (string, error) {
+		return "", r.c.warmTransfer(ctx, p, ann)
 	}), nil
+}
+
+// warmTransfer holds the caller while the destination rings and hears the
+// announcement, then bridges them; when the destination cannot take the
+// call the caller comes off hold and the flow continues.
+func (c *Call) warmTransfer(ctx context.Context, p connectPlan, ann *TalkOption) error {
+	if err := c.answer(ctx); err != nil {
+		return err
+	}
+	b, de := c.transferLeg(ctx, ctx, p, true, ann)
+	if b == nil {
+		c.setVar(VarConnectResult, string(de.Reason))
+		c.setVar(VarConnectSIPCode, fmt.Sprint(de.Code))
+		c.log.Info("warm transfer: not taken", "reason", de.Reason, "code", de.Code, "err", de)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return nil // back to the flow, off hold
+	}
+	return c.bridge(ctx, b, p)
+}
+
+// transferLeg rings p's destination for a transfer and returns the
+// answered leg, or why there is none; it sets ${transfer.result} either way.
+// Warm holds the caller with music meanwhile and speaks ann (if any) to the
+// destination before returning. The leg dials on dialCtx: an agent's
+// transfer outlives the tool call that rings it.
+func (c *Call) transferLeg(ctx, dialCtx context.Context, p connectPlan, warm bool, ann *TalkOption) (*bLeg, *sip.DialError) {
+	b, de := c.transferLegOnHold(ctx, dialCtx, p, warm, ann)
+	res := "answered"
+	if de != nil {
+		res = string(de.Reason)
+	}
+	c.setVar(VarTransferResult, res)
+	return b, de
+}
+
+func (c *Call) transferLegOnHold(ctx, dialCtx context.Context, p connectPlan, warm bool, ann *TalkOption) (*bLeg, *sip.DialError) {
+	failed := func(err error) *sip.DialError {
+		return &sip.DialError{Reason: store.ReasonFailed, Code: 503, Status: "Service Unavailable", Err: err}
+	}
+	d, err := c.ct.dialer()
+	if err != nil {
+		return nil, failed(err)
+	}
+	var announce []int16
+	if ann != nil {
+		// Rendered before ringing: the destination should not wait for it.
+		if announce, err = c.talkAudio(ctx, ann); err != nil {
+			return nil, failed(fmt.Errorf("announce: %w", err))
+		}
+	}
+	if warm && c.stream != nil {
+		defer c.startHold()()
+	}
+	attempts, derr := c.attemptsFor(ctx, p.dests[0], p)
+	if derr != nil {
+		return nil, derr
+	}
+	won, errs := c.ringAll(dialCtx, d, attempts)
+	if won == nil {
+		return nil, worstFailure(errs)
+	}
+	if len(announce) == 0 {
+		return won, nil
+	}
+	if err := won.startMedia(dialCtx); err != nil {
+		won.end(store.ReasonFailed)
+		return nil, failed(fmt.Errorf("media: %w", err))
+	}
+	select {
+	case <-won.stream.Enqueue(announce):
+		drainFrames(won.stream.Frames()) // what the destination said meanwhile was not for the caller
+		return won, nil
+	case <-won.out.Done():
+		won.end(store.ReasonNormal)
+		return nil, &sip.DialError{Reason: store.ReasonFailed, Status: "hung up during the announcement", Err: errors.New("destination hung up during the announcement")}
+	case <-ctx.Done():
+		won.end(store.ReasonCancel)
+		return nil, &sip.DialError{Reason: store.ReasonCancel, Code: 487, Status: "Request Terminated", Err: ctx.Err()}
+	}
+}
+
+// startHold plays music on hold to the caller until the returned stop is
+// called (which flushes it).
+func (c *Call) startHold() (stop func()) {
+	hctx, cancel := context.WithCancel(c.ctx)
+	done := make(chan struct{})
+	moh := musicOnHold()
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		defer close(done)
+		// Two loops queued at all times, so the music never pauses while
+		// the next one is queued.
+		next := c.stream.Enqueue(moh)
+		for {
+			select {
+			case <-c.stream.Done():
+				return // Enqueue would answer at once: do not spin
+			default:
+			}
+			playing := next
+			next = c.stream.Enqueue(moh)
+			select {
+			case <-playing:
+			case <-hctx.Done():
+				return
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+		c.stream.Flush()
+	}
 }
