@@ -47,8 +47,19 @@ type Config struct {
 	// Media attaches websockets to live calls (GET /v1/calls/{id}/media);
 	// nil answers 503.
 	Media MediaAttacher
+	// Control acts on live calls (POST /v1/calls/{id}/hangup, /talk…);
+	// nil answers 503.
+	Control CallController
+	// Originator places outbound calls (POST /v1/calls); nil answers 503.
+	Originator Originator
 	// Now is the clock for rate limits and sessions (nil: time.Now).
 	Now func() time.Time
+	// Agents is the running server's agent registry, which /v1/agents
+	// writes through to; nil answers those routes with 503.
+	Agents AgentRegistry
+	// SIPRealm is the digest realm extension and inbound trunk passwords
+	// are hashed for (empty: "voxbridge", the SIP server's default).
+	SIPRealm string
 }
 
 const (
@@ -76,6 +87,8 @@ type Server struct {
 	// flowMu serialises flow writes, so that a create cannot overwrite a
 	// flow another request made between its check and its write.
 	flowMu sync.Mutex
+	// resMu does the same for numbers and agents (check, then write).
+	resMu sync.Mutex
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc

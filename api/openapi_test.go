@@ -198,6 +198,10 @@ func checkExample(t *testing.T, what string, v any) {
 		if e := b.check(); e != nil {
 			t.Errorf("%s: %v", what, e)
 		}
+	case interface{ check() *apiError }: // request types that validate themselves
+		if e := b.check(); e != nil {
+			t.Errorf("%s: %v", what, e)
+		}
 	default:
 		t.Errorf("%s: no validation known for %T; add it here", what, v)
 	}
