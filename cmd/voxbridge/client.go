@@ -180,7 +180,10 @@ func listAll[T any](c *apiClient, path string) ([]T, error) {
 // runCalls serves "voxbridge calls list|get".
 func runCalls(args []string, env cliEnv) error {
 	return dispatch("calls", args, env, map[string]func([]string, cliEnv) error{
-		"list": callsList, "get": callsGet,
+		"list": callsList, "get": callsGet, "dial": callsDial,
+		"hangup": callActionVerbs["hangup"], "transfer": callActionVerbs["transfer"], "talk": callActionVerbs["talk"],
+		"dtmf": callActionVerbs["dtmf"], "mute": callActionVerbs["mute"], "unmute": callActionVerbs["unmute"],
+		"hold": callActionVerbs["hold"], "unhold": callActionVerbs["unhold"],
 	})
 }
 

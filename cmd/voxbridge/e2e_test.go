@@ -41,6 +41,7 @@ func testServerWith(t *testing.T, opt instanceOptions, configure func(*serveConf
 	cfg.SIPAddr = "127.0.0.1:0"
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.DB = filepath.Join(t.TempDir(), "voxbridge.db")
+	cfg.RecordDir = filepath.Join(t.TempDir(), "recordings") // never the package folder
 	if configure != nil {
 		configure(&cfg)
 	}

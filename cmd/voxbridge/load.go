@@ -70,8 +70,25 @@ func runLoad(args []string, out io.Writer) error {
 	fs.StringVar(&cfg.LocalIP, "local-ip", "127.0.0.1", "address to call from")
 	fs.IntVar(&cfg.ServerPID, "server-pid", 0, "the server's process id, to report its CPU and memory")
 	jsonOut := fs.Bool("json", false, "print the report as JSON")
+	agentMode := fs.Bool("agent", false, "call an agent instead: start fake providers here and a server (this binary's serve) as a child, and report its CPU, memory and per-turn latency")
+	var acfg agentLoadConfig
+	fs.StringVar(&acfg.Script, "agent-script", "", "with --agent: the fakes' script (as replay --fakes=FILE)")
+	fs.DurationVar(&acfg.TurnEvery, "turn-every", 5*time.Second, "with --agent: each caller speaks once per this")
+	fs.DurationVar(&acfg.Speech, "speech", 1200*time.Millisecond, "with --agent: how long each caller turn is")
+	fs.StringVar(&acfg.ServerBin, "server-bin", "", "with --agent: the voxbridge binary to serve with (default: this one)")
+	fs.StringVar(&acfg.RTPPorts, "rtp-ports", "30000-39999", "with --agent: the server's RTP ports")
+	fs.BoolVar(&acfg.KeepDir, "keep", false, "with --agent: keep the server's database and log")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *agentMode {
+		if cfg.Calls < 1 || cfg.Concurrency < 1 || cfg.Rate <= 0 || acfg.Speech < 200*time.Millisecond || acfg.TurnEvery < acfg.Speech+2*time.Second || cfg.Hold < acfg.TurnEvery+3*time.Second {
+			return errors.New("load --agent: --calls, --concurrency and --rate must be positive, --speech at least 200ms, --turn-every at least --speech + 2s, and --hold at least --turn-every + 3s")
+		}
+		acfg.Calls, acfg.Concurrency, acfg.Rate, acfg.Hold, acfg.LocalIP = cfg.Calls, cfg.Concurrency, cfg.Rate, cfg.Hold, cfg.LocalIP
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return runAgentLoad(ctx, acfg, *jsonOut, out)
 	}
 	if cfg.Calls < 1 || cfg.Concurrency < 1 || cfg.Rate <= 0 || cfg.Hold < time.Second {
 		return errors.New("load: --calls, --concurrency and --rate must be positive and --hold at least 1s")

@@ -22,6 +22,12 @@ Usage:
   voxbridge flows list|create|delete
                                    flows on a running server (--api, --key)
   voxbridge calls list|get         calls on a running server (--api, --key)
+  voxbridge calls dial --to X [--flow ID|--agent ID]
+                                   start an outbound call on a running server
+  voxbridge calls hangup|transfer|talk|dtmf|mute|unmute|hold|unhold ID
+                                   act on a live call (--api, --key)
+  voxbridge agents list|create|delete
+                                   agents on a running server (--api, --key)
   voxbridge keys create|list|revoke
                                    API keys in the database (--db)
   voxbridge load [flags]           place many test calls against a server and report
@@ -63,6 +69,8 @@ func main() {
 		err = runKeys(args, osCLIEnv())
 	case "calls":
 		err = runCalls(args, osCLIEnv())
+	case "agents":
+		err = runAgents(args, osCLIEnv())
 	case "version":
 		fmt.Println("voxbridge", version)
 	case "help", "-h", "--help":

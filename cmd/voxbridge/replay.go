@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"net/netip"
 	"os"
@@ -48,12 +49,21 @@ type rtpFlow struct {
 }
 
 const replayUsage = `usage: voxbridge replay [flags] capture.pcap|capture.pcapng
+       voxbridge replay --agent agent.json [--fakes [script.json]] [flags] capture.pcap
 
 Finds the RTP streams in a capture (UDP on any port; SIP, RTCP and other
 traffic are skipped), runs each through the jitter buffer, decoder and DTMF
 detection a live call uses, and reports what a caller would have got.
 By default time is simulated from the capture timestamps, so the numbers
 are the same on any machine; --realtime replays on the wall clock instead.
+
+With --agent, the caller's stream (--stream, default the first listed) is
+played on the wall clock into a conversation with that agent, and the
+transcript and each agent turn's latency (endpoint, stt, llm, tts,
+voice-to-voice, p50/p95) are printed. The agent's own providers answer
+(keys from the environment) unless --fakes is given: then scripted fakes
+of the same providers run on loopback, at fixed latencies, so a change to
+the agent's turn-taking can be checked against real recordings for free.
 
 `
 
@@ -67,6 +77,12 @@ func runReplay(args []string, out io.Writer) error {
 	realtime := fs.Bool("realtime", false, "replay on the wall clock instead of simulated time (takes as long as the capture)")
 	minDelay := fs.Duration("min-delay", media.DefaultMinDelay, "jitter buffer minimum delay")
 	maxDelay := fs.Duration("max-delay", media.DefaultMaxDelay, "jitter buffer maximum delay")
+	agentPath := fs.String("agent", "", "agent definition (JSON or YAML): play the caller's stream into a conversation with it")
+	var fakes fakesFlag
+	fs.Var(&fakes, "fakes", "with --agent: scripted fake providers on loopback instead of the agent's own; --fakes=script.json|yaml sets utterances, replies and latencies")
+	stream := fs.Int("stream", 1, "with --agent: which RTP stream is the caller's, numbered as plain replay lists them")
+	tail := fs.Duration("tail", 15*time.Second, "with --agent: how long the agent may go on after the captured audio ends")
+	maxP95 := fs.Duration("max-p95", 0, "with --agent: exit with an error when the voice-to-voice p95 is over this (0: never)")
 	pos, err := parseInterspersed(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
 		return nil // the usage was printed: asking for it is not a failure
@@ -83,6 +99,23 @@ func runReplay(args []string, out io.Writer) error {
 	}
 	if *minDelay <= 0 || *maxDelay < *minDelay {
 		return fmt.Errorf("replay: bad delay bounds %v-%v", *minDelay, *maxDelay)
+	}
+	if *agentPath != "" {
+		if *realtime {
+			return errors.New("replay: --agent always plays on the wall clock; drop --realtime")
+		}
+		if *tail < 0 || *maxP95 < 0 {
+			return errors.New("replay: --tail and --max-p95 must not be negative")
+		}
+		return runReplayAgent(replayAgentConfig{
+			Capture: pos[0], Port: uint16(*port), Stream: *stream, AgentPath: *agentPath,
+			Fakes: fakes.on, FakesPath: fakes.path, Tail: *tail, MaxP95: *maxP95, WAV: *wavPath,
+			MinDelay: *minDelay, MaxDelay: *maxDelay,
+			Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		}, *asJSON, out)
+	}
+	if fakes.on || *stream != 1 || *maxP95 != 0 {
+		return errors.New("replay: --fakes, --stream and --max-p95 go with --agent")
 	}
 	flows, err := findRTP(pos[0], uint16(*port))
 	if err != nil {

@@ -31,6 +31,7 @@ const shutdownGrace = 10 * time.Second
 type instance struct {
 	SIPUDP    *net.UDPAddr
 	SIPTCP    *net.TCPAddr
+	SIPTLS    *net.TCPAddr // nil without --sip-tls-cert
 	HTTP      net.Addr
 	Advertise net.IP
 
@@ -61,6 +62,9 @@ func startInstance(cfg serveConfig, log *slog.Logger, opt instanceOptions) (*ins
 	mediaIP, ok := netip.AddrFromSlice(adv)
 	if !ok {
 		return nil, fmt.Errorf("advertise address %v", adv)
+	}
+	if cfg.MediaPublicIP != "" { // validated with the config
+		mediaIP = netip.MustParseAddr(cfg.MediaPublicIP)
 	}
 	sipHost, _, _ := net.SplitHostPort(cfg.SIPAddr)
 	bindIP := net.ParseIP(sipHost)
@@ -134,6 +138,13 @@ func startInstance(cfg serveConfig, log *slog.Logger, opt instanceOptions) (*ins
 			log.Info("calls go to the default agent", "llm", def.LLM)
 		}
 	}
+	// Agents made over the API; --agents-dir, loaded next, wins an id both
+	// define (and stays read-only over the API).
+	if ids, err := agents.LoadStore(ctx, db); err != nil {
+		log.Warn("stored agents skipped", "loaded", ids, "err", err)
+	} else if len(ids) > 0 {
+		log.Info("stored agents loaded", "agents", ids)
+	}
 	if cfg.AgentsDir != "" {
 		ids, err := agents.LoadDir(cfg.AgentsDir)
 		if err != nil {
@@ -157,7 +168,7 @@ func startInstance(cfg serveConfig, log *slog.Logger, opt instanceOptions) (*ins
 		BindIP:     bindIP,
 		// With no public IP and an all-interfaces bind, answer each caller
 		// with the address our packets to it really come from.
-		RouteMediaIP:  cfg.PublicIP == "" && (bindIP == nil || bindIP.IsUnspecified()),
+		RouteMediaIP:  cfg.PublicIP == "" && cfg.MediaPublicIP == "" && (bindIP == nil || bindIP.IsUnspecified()),
 		Ports:         ports,
 		Flow:          opt.flow,
 		DefaultFlowID: cfg.DefaultFlow,
@@ -171,12 +182,24 @@ func startInstance(cfg serveConfig, log *slog.Logger, opt instanceOptions) (*ins
 		return fail(err)
 	}
 	allowAnon, anonTo := cfg.anonymousTo()
-	inst.sip, err = sip.NewServer(sip.Config{UDP: udp, TCP: tcp, AdvertiseIP: adv, Logger: log,
+	protect, sipTLS, err := sipProtection(cfg)
+	if err != nil {
+		udp.Close()
+		tcp.Close()
+		return fail(err)
+	}
+	if sipTLS != nil {
+		inst.SIPTLS = sipTLS.Addr().(*net.TCPAddr)
+	}
+	inst.sip, err = sip.NewServer(sip.Config{UDP: udp, TCP: tcp, TLS: sipTLS, Protect: protect, AdvertiseIP: adv, Logger: log,
 		Store: db, Realm: cfg.SIPRealm, AllowAnonymous: allowAnon, AnonymousTo: anonTo,
 		Auth: sip.AuthConfig{Algorithms: cfg.digestAlgorithms()}, Capture: inst.calls.CaptureSIP}, inst.calls.HandleInbound)
 	if err != nil {
 		udp.Close()
 		tcp.Close()
+		if sipTLS != nil {
+			sipTLS.Close()
+		}
 		return fail(err)
 	}
 	inst.calls.SetDialer(inst.sip) // connect and routed calls dial through it
@@ -187,12 +210,14 @@ func startInstance(cfg serveConfig, log *slog.Logger, opt instanceOptions) (*ins
 		return fail(fmt.Errorf("http listen %s: %w", cfg.HTTPAddr, err))
 	}
 	inst.HTTP = hl.Addr()
-	inst.api, err = api.New(api.Config{Store: db, Bus: bus, Logger: log, Media: inst.calls})
+	inst.api, err = api.New(api.Config{Store: db, Bus: bus, Logger: log, Media: inst.calls, Originator: inst.calls, Control: inst.calls,
+		Agents: agents, SIPRealm: cfg.SIPRealm})
 	if err != nil {
 		hl.Close()
 		inst.sip.Close()
 		return fail(err)
 	}
+	inst.api.Metrics().MustRegister(inst.sip.Collector()) // voxbridge_sip_refused_total
 	if tlsCfg != nil {
 		hl = tls.NewListener(hl, tlsCfg)
 	}
@@ -296,6 +321,9 @@ func runServe(args []string) error {
 		"sip_udp", inst.SIPUDP.String(), "sip_tcp", inst.SIPTCP.String(),
 		"http", httpURL(cfg, inst.HTTP), "rtp_ports", cfg.RTPPorts,
 		"advertise", inst.Advertise.String(), "db", cfg.DB, "version", version)
+	if inst.SIPTLS != nil {
+		log.Info("sip over tls listening", "sip_tls", inst.SIPTLS.String())
+	}
 	log.Info("call it: voxbridge dial sip:echo@"+target+" --duration 10s", "calls", httpURL(cfg, inst.HTTP)+"/v1/calls")
 
 	sig := make(chan os.Signal, 1)
@@ -312,4 +340,27 @@ func runServe(args []string) error {
 	inst.Stop()
 	log.Info("stopped")
 	return nil
+}
+
+// sipProtection reads the SIP port's limits and, with a certificate and
+// key, opens the SIP over TLS listener.
+func sipProtection(cfg serveConfig) (sip.ProtectConfig, net.Listener, error) {
+	protect, err := cfg.protectConfig()
+	if err != nil || cfg.SIPTLSCert == "" {
+		return protect, nil, err
+	}
+	addr, err := cfg.sipTLSAddr()
+	if err != nil {
+		return protect, nil, err
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return protect, nil, fmt.Errorf("sip tls listen %s: %w", addr, err)
+	}
+	tl, err := sip.NewTLSListener(l, cfg.SIPTLSCert, cfg.SIPTLSKey)
+	if err != nil {
+		l.Close()
+		return protect, nil, fmt.Errorf("sip-tls-cert/sip-tls-key: %w", err)
+	}
+	return protect, tl, nil
 }
