@@ -63,11 +63,17 @@ func NewRecorder(path string) (*Recorder, error) {
 // Path is the file being written.
 func (r *Recorder) Path() string { return r.path }
 
-// Duration is the length of the timeline recorded so far.
+// Duration is the length of the timeline recorded so far; once a write
+// has failed (a full disk), the length the file holds, which is what the
+// recording's row should promise.
 func (r *Recorder) Duration() time.Duration {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return time.Duration(r.frames) * time.Second / SampleRate
+	frames := r.frames
+	if r.err != nil {
+		frames = r.w.data / int64(2*r.w.channels)
+	}
+	return time.Duration(frames) * time.Second / SampleRate
 }
 
 // WriteFrame appends the same length of audio to both sides at once; a nil

@@ -209,6 +209,12 @@ func (d *Detector) SpeechDuration() time.Duration {
 	return d.elapsed - d.segStart
 }
 
+// LastActive is the offset on the detector's timeline where the current
+// segment's last active frame ended (during the hangover it stays put while
+// Elapsed grows), or where the last segment's did when not speaking. It lets
+// a caller measure speech without the hangover's trailing silence.
+func (d *Detector) LastActive() time.Duration { return d.lastLoud }
+
 // LevelDBFS is the filtered level of the last frame.
 func (d *Detector) LevelDBFS() float64 { return d.levelDB }
 

@@ -407,3 +407,44 @@ func BenchmarkProcess(b *testing.B) {
 		})
 	}
 }
+
+// LastActive marks where speech really stopped: during the hangover it
+// stays at the end of the last active frame while Elapsed runs on, and the
+// segment's end is reported there.
+func TestLastActiveExcludesHangover(t *testing.T) {
+	d := vad.New(vad.Config{})
+	speech := toPCM(loadSpeech(t, "s2.wav", -20))
+	pcm := append(make([]int16, 8*vad.FrameSamples), speech...)
+	pcm = append(pcm, make([]int16, 25*vad.FrameSamples)...) // 500 ms: past any hangover
+	var ends int
+	var prev time.Duration
+	var inHangover time.Duration // longest stretch of Elapsed past LastActive while speaking
+	for i := 0; i+vad.FrameSamples <= len(pcm); i += vad.FrameSamples {
+		ev := d.Process(pcm[i : i+vad.FrameSamples])
+		la := d.LastActive()
+		if la > d.Elapsed() {
+			t.Fatalf("LastActive %v is after Elapsed %v", la, d.Elapsed())
+		}
+		switch {
+		case ev.Type == vad.SpeechEnd:
+			ends++
+			if ev.At != la {
+				t.Errorf("segment ended at %v but LastActive says %v", ev.At, la)
+			}
+		case d.Speaking():
+			if ev.Type != vad.SpeechStart && la < prev {
+				t.Fatalf("LastActive went back from %v to %v inside a segment", prev, la)
+			}
+			inHangover = max(inHangover, d.Elapsed()-la)
+		}
+		prev = la
+	}
+	if ends == 0 {
+		t.Fatal("no speech segment ended")
+	}
+	// The default hangover is 200 ms: the last frames before an end are
+	// that far past the last active one.
+	if inHangover < 160*time.Millisecond || inHangover >= 200*time.Millisecond {
+		t.Errorf("speech ran %v past LastActive before ending, want the hangover (just under 200ms)", inHangover)
+	}
+}
