@@ -80,6 +80,8 @@ type Leg struct {
 	sess session // re-INVITE, UPDATE, hold, session timer (reinvite.go)
 
 	early *earlyAnswer // the answer a 183 carried (earlymedia.go); the 200 repeats it
+
+	refer referHooks // REFER in and out (refer.go)
 }
 
 func newLeg(s *Server, req *sip.Request, dlg *sipgo.DialogServerSession, tx sip.ServerTransaction,

@@ -744,6 +744,8 @@ type OutLeg struct {
 	dtmf chan rune
 
 	sess session // re-INVITE, UPDATE, hold, session timer (reinvite.go)
+
+	refer referHooks // REFER in and out (refer.go)
 }
 
 // SIPCallID is the dialog's Call-ID.

@@ -71,6 +71,7 @@ func (s *Server) onRegister(req *sip.Request, tx sip.ServerTransaction) {
 		s.respond(req, tx, 500, "Server Internal Error", sip.NewHeader("Retry-After", "5"))
 		return
 	}
+	s.keep.update(ext.Number, current)
 	if len(change.put) > 0 || change.all || len(change.remove) > 0 {
 		s.log.Info("sip register", "extension", ext.Number, "source", req.Source(), "bindings", len(current))
 	}

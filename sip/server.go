@@ -23,7 +23,7 @@ import (
 )
 
 // Methods we implement; used for Allow headers and 405 answers.
-var allowedMethods = []string{"INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO", "UPDATE"}
+var allowedMethods = []string{"INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO", "UPDATE", "REFER", "NOTIFY"}
 
 // knownMethods are RFC methods we recognise but do not (yet) serve: 405.
 // Anything else is 501 Not Implemented (RFC 3261 §21.5.2).
@@ -90,6 +90,9 @@ type RegistrarConfig struct {
 	DefaultExpires time.Duration // when the REGISTER names none; default 1 h
 	MaxBindings    int           // contacts per extension; default 10
 	PurgeInterval  time.Duration // how often expired bindings are deleted; default 1 min
+	// Keepalive is how often every registered binding gets a NAT
+	// keepalive (keepalive.go); default DefaultKeepalive, negative: none.
+	Keepalive time.Duration
 }
 
 // AuthConfig tunes digest authentication. Zero values take the defaults.
@@ -139,6 +142,7 @@ func (c *Config) setDefaults() {
 	r.DefaultExpires = min(max(cmp.Or(r.DefaultExpires, time.Hour), r.MinExpires), r.MaxExpires)
 	r.MaxBindings = cmp.Or(r.MaxBindings, 10)
 	r.PurgeInterval = cmp.Or(r.PurgeInterval, time.Minute)
+	r.Keepalive = cmp.Or(r.Keepalive, DefaultKeepalive)
 	a := &c.Auth
 	a.NonceLifetime = cmp.Or(a.NonceLifetime, 5*time.Minute)
 	a.MaxFailures = cmp.Or(a.MaxFailures, 10)
@@ -196,6 +200,7 @@ type Server struct {
 	trunkCalls map[string]int // trunk id → live outbound calls
 	trunkRegs  trunkRegistrations
 	protect    *protector
+	keep       keepalives // registered bindings' NAT keepalives
 
 	stop      chan struct{} // closed by Close: background work ends
 	closeOnce sync.Once
@@ -300,6 +305,8 @@ func NewServer(cfg Config, handler CallHandler) (*Server, error) {
 	srv.OnOptions(s.onOptions)
 	srv.OnInfo(s.onInfo)
 	srv.OnUpdate(s.onUpdate)
+	srv.OnRefer(s.onRefer)   // refer.go
+	srv.OnNotify(s.onNotify) // refer.go
 	srv.OnRegister(s.knownAfterSuccess(s.onRegister))
 	srv.OnNoRoute(s.onNoRoute)
 	return s, nil
@@ -350,6 +357,10 @@ func (s *Server) Serve(ctx context.Context) {
 			s.waitListening()
 			s.trunkRegistrationLoop()
 		}()
+	}
+	if s.store != nil && s.cfg.Registrar.Keepalive > 0 {
+		s.bg.Add(1)
+		go s.keepaliveLoop()
 	}
 	s.lifeMu.Unlock()
 	select {

@@ -11,13 +11,12 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"testing"
 	"time"
 )
 
 // SelfSignedCert writes a certificate for 127.0.0.1 and its key as PEM
 // files and returns their paths and a pool that trusts the certificate.
-func SelfSignedCert(t testing.TB) (certFile, keyFile string, pool *x509.CertPool) {
+func SelfSignedCert(t TB) (certFile, keyFile string, pool *x509.CertPool) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -49,4 +48,12 @@ func SelfSignedCert(t testing.TB) (certFile, keyFile string, pool *x509.CertPool
 	pool = x509.NewCertPool()
 	pool.AddCert(cert)
 	return certFile, keyFile, pool
+}
+
+// TB is the part of testing.TB the helpers here use; an interface of its
+// own keeps package testing out of binaries that use siptest (dial, load).
+type TB interface {
+	Helper()
+	Fatal(args ...any)
+	TempDir() string
 }

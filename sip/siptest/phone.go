@@ -4,6 +4,7 @@
 package siptest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -109,6 +110,8 @@ func NewPhone(ip string, log *slog.Logger) (*Phone, error) {
 	srv.OnAck(func(req *sip.Request, tx sip.ServerTransaction) { _ = p.inbound.ReadAck(req, tx) })
 	srv.OnInvite(p.onInvite)
 	srv.OnRegister(p.onRegister)
+	srv.OnRefer(p.onRefer)   // refer.go
+	srv.OnNotify(p.onNotify) // refer.go
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
@@ -199,9 +202,17 @@ type Call struct {
 // Dial calls uri and waits for the answer. Cancelling ctx before the answer
 // sends CANCEL.
 func (p *Phone) Dial(ctx context.Context, uri string, opt DialOptions) (*Call, error) {
+	c, _, err := p.dial(ctx, uri, opt, false)
+	return c, err
+}
+
+// dial places a call; with early, media starts on the first provisional
+// response with an SDP answer, and the audio heard before the 200 is
+// returned apart (DialEarlyMedia).
+func (p *Phone) dial(ctx context.Context, uri string, opt DialOptions, early bool) (*Call, []int16, error) {
 	var recipient sip.Uri
 	if err := sip.ParseUri(uri, &recipient); err != nil {
-		return nil, fmt.Errorf("dial: bad URI %q: %w", uri, err)
+		return nil, nil, fmt.Errorf("dial: bad URI %q: %w", uri, err)
 	}
 	codecs := opt.Codecs
 	if len(codecs) == 0 {
@@ -209,7 +220,7 @@ func (p *Phone) Dial(ctx context.Context, uri string, opt DialOptions) (*Call, e
 	}
 	rtpConn, err := net.ListenUDP("udp", &net.UDPAddr{IP: p.ip})
 	if err != nil {
-		return nil, fmt.Errorf("dial: rtp socket: %w", err)
+		return nil, nil, fmt.Errorf("dial: rtp socket: %w", err)
 	}
 	ip, _ := netip.AddrFromSlice(p.ip)
 	local := sdp.Local{
@@ -229,43 +240,61 @@ func (p *Phone) Dial(ctx context.Context, uri string, opt DialOptions) (*Call, e
 	dlg, err := p.dialogs.Invite(ctx, recipient, sdp.Build(local), hdrs...)
 	if err != nil {
 		rtpConn.Close()
-		return nil, fmt.Errorf("dial: invite: %w", err)
+		return nil, nil, fmt.Errorf("dial: invite: %w", err)
 	}
 	c := &Call{dlg: dlg, callID: dlg.InviteRequest.CallID().Value()}
+	fail := func(err error) (*Call, []int16, error) {
+		if c.stream != nil {
+			c.Close() // closes rtpConn with the stream
+		} else {
+			rtpConn.Close()
+			dlg.Close()
+		}
+		return nil, nil, err
+	}
+	var earlySDP []byte
 	err = dlg.WaitAnswer(ctx, sipgo.AnswerOptions{Username: opt.Username, Password: opt.Password, OnResponse: func(res *sip.Response) error {
-		if res.IsProvisional() && res.StatusCode > 100 {
-			if c.Ringing == 0 {
-				c.Ringing = time.Since(start)
-			}
-			if opt.OnProvisional != nil {
-				opt.OnProvisional(res.StatusCode)
-			}
+		if !res.IsProvisional() || res.StatusCode == 100 {
+			return nil
+		}
+		if c.Ringing == 0 {
+			c.Ringing = time.Since(start)
+		}
+		if opt.OnProvisional != nil {
+			opt.OnProvisional(res.StatusCode)
+		}
+		if early && c.stream == nil && len(res.Body()) > 0 {
+			earlySDP = append([]byte(nil), res.Body()...)
+			return c.startMedia(rtpConn, earlySDP, codecs)
 		}
 		return nil
 	}})
 	if err != nil {
-		rtpConn.Close()
-		dlg.Close()
 		var de *sipgo.ErrDialogResponse
 		if errors.As(err, &de) {
-			return nil, &DialError{Code: de.Res.StatusCode, Reason: de.Res.Reason}
+			return fail(&DialError{Code: de.Res.StatusCode, Reason: de.Res.Reason})
 		}
-		return nil, fmt.Errorf("dial: %w", err)
+		return fail(fmt.Errorf("dial: %w", err))
 	}
 	c.Answered = time.Since(start)
-	if err := dlg.Ack(ctx); err != nil {
-		rtpConn.Close()
-		dlg.Close()
-		return nil, fmt.Errorf("dial: ack: %w", err)
+	var heardEarly []int16
+	if c.stream != nil {
+		heardEarly = c.Heard()
 	}
-	if err := c.startMedia(rtpConn, dlg.InviteResponse.Body(), codecs); err != nil {
-		rtpConn.Close()
+	if err := dlg.Ack(ctx); err != nil {
+		return fail(fmt.Errorf("dial: ack: %w", err))
+	}
+	if c.stream == nil {
+		if err := c.startMedia(rtpConn, dlg.InviteResponse.Body(), codecs); err != nil {
+			_ = dlg.Bye(context.Background())
+			return fail(err)
+		}
+	} else if !bytes.Equal(dlg.InviteResponse.Body(), earlySDP) {
 		_ = dlg.Bye(context.Background())
-		dlg.Close()
-		return nil, err
+		return fail(fmt.Errorf("dial: the 200's SDP differs from the 183's:\n%s\nvs\n%s", dlg.InviteResponse.Body(), earlySDP))
 	}
 	p.trackDialed(c) // it answers re-INVITEs (reinvite.go)
-	return c, nil
+	return c, heardEarly, nil
 }
 
 func (c *Call) startMedia(conn *net.UDPConn, remoteSDP []byte, ours []sdp.Codec) error {

@@ -2,6 +2,7 @@
 # Interop: real SIP software we did not write calls a freshly started
 # voxbridge on loopback, then the call records are checked over HTTP.
 #   1. SIPp's built-in uac scenario (INVITE → 200 → ACK → BYE).
+#   1d/1e. SIPp REFER in a call, and CANCEL during ringing.
 #   2. voxbridge dial: greeting heard, DTMF ends the echo, server hangs up.
 #   3. SIPp with its own server (testdata/sipp/run.sh): REGISTER with digest,
 #      a wrong password, and a registered extension calling out through a
@@ -105,6 +106,35 @@ sleep 0.5
 rec=$(api "/v1/calls?page_size=1" | jq '.result[0]')
 check "sipp hold recorded: one hold, resumed at the end" \
   "$(jq -r '.variables["call.hold_count"]=="1" and .variables["call.remote_hold"]=="false"' <<<"$rec")"
+
+# 1d. SIPp sends REFER in its echo call (testdata/sipp/refer.xml): 202,
+#     then NOTIFY sipfrag 100 and a final one (603: an echo call has nobody
+#     to hand over), and the call goes on to SIPp's BYE.
+if sipp "127.0.0.1:${SIP_PORT}" -sf testdata/sipp/refer.xml -s echo -i 127.0.0.1 -p 25073 -mp 26300 \
+    -m 1 -timeout 30s -timeout_error -nostdin -trace_err -error_file "$work/sipp_25073_err.log" >"$work/sipp_25073.log" 2>&1; then
+  check "sipp REFER: 202, NOTIFY 100 then a final sipfrag" true
+else
+  cat "$work/sipp_25073_err.log" "$work/sipp_25073.log" 2>/dev/null | tail -n 30 >&2 || true
+  check "sipp REFER: 202, NOTIFY 100 then a final sipfrag" false
+fi
+
+# 1e. CANCEL during ringing (testdata/sipp/cancel_ringing.xml): a number
+#     routed to a flow that rings 10 s before answering; SIPp cancels after
+#     the 180: 200 to the CANCEL, 487 to the INVITE, recorded as cancel.
+printf '%s' '{"id":"ringing","name":"Rings before it answers","actions":[{"type":"sleep","option":{"duration_ms":10000}},{"type":"answer"},{"type":"hangup"}]}' >"$work/ringing.json"
+"$BIN" flows create --api "$API" "$work/ringing.json" >/dev/null || fail "flows create ringing"
+"$BIN" numbers add --db "$work/voxbridge.db" --number +15550000001 --flow ringing >/dev/null || fail "numbers add"
+if sipp "127.0.0.1:${SIP_PORT}" -sf testdata/sipp/cancel_ringing.xml -s +15550000001 -i 127.0.0.1 -p 25074 -mp 26400 \
+    -m 1 -timeout 30s -timeout_error -nostdin -trace_err -error_file "$work/sipp_25074_err.log" >"$work/sipp_25074.log" 2>&1; then
+  check "sipp CANCEL during ringing: 200 to CANCEL, 487 to INVITE" true
+else
+  cat "$work/sipp_25074_err.log" "$work/sipp_25074.log" 2>/dev/null | tail -n 30 >&2 || true
+  check "sipp CANCEL during ringing: 200 to CANCEL, 487 to INVITE" false
+fi
+sleep 0.5
+rec=$(api "/v1/calls?page_size=1" | jq '.result[0]')
+check "cancelled call recorded: hangup by remote, reason cancel, 487" \
+  "$(jq -r '.status=="hangup" and .hangup_by=="remote" and .hangup_reason=="cancel" and .sip_code==487 and .flow_id=="ringing"' <<<"$rec")"
 
 # 2. voxbridge dial: hears the greeting, presses 1 during the echo test,
 #    the server says goodbye and hangs up.
