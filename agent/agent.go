@@ -230,6 +230,14 @@ type ProviderConfig struct {
 	Model     string `json:"model,omitempty" yaml:"model,omitempty"`
 	Voice     string `json:"voice,omitempty" yaml:"voice,omitempty"`
 	Language  string `json:"language,omitempty" yaml:"language,omitempty"`
+	// FirstTokenTimeoutMS (llm only) bounds the wait for the model's first
+	// token of each attempt (0: default 5000). With Retries it bounds the
+	// silence before the apology when the model hangs:
+	// FirstTokenTimeoutMS × (Retries+1).
+	FirstTokenTimeoutMS int `json:"first_token_timeout_ms,omitempty" yaml:"first_token_timeout_ms,omitempty"`
+	// Retries (llm only) is how many times a failed or silent request is
+	// tried again (0: default 1; -1: never).
+	Retries int `json:"retries,omitempty" yaml:"retries,omitempty"`
 }
 
 // LogValue keeps keys out of logs: only the key's last 4 characters show.

@@ -21,9 +21,24 @@ type AudioCache struct {
 	total int
 }
 
-// CacheKey identifies one rendering of a phrase.
+// CacheKey identifies one rendering of a phrase. Endpoint is the TTS
+// server's base URL: two servers may give the same voice name to
+// different voices.
 type CacheKey struct {
-	Text, Voice, Provider, Model, Language string
+	Text, Voice, Provider, Model, Language, Endpoint string
+}
+
+// PhraseKey is the key of text spoken by tts with voice and language (the
+// provider's own voice when voice is empty).
+func PhraseKey(tts *ProviderConfig, text, voice, language string) CacheKey {
+	k := CacheKey{Text: text, Voice: voice, Language: language}
+	if tts != nil {
+		k.Provider, k.Model, k.Endpoint = tts.Provider, tts.Model, tts.BaseURL
+		if k.Voice == "" {
+			k.Voice = tts.Voice
+		}
+	}
+	return k
 }
 
 type cacheEntry struct {

@@ -73,7 +73,9 @@ type Definition struct {
 	Endpointing Endpointing `json:"endpointing,omitempty" yaml:"endpointing,omitempty"`
 	BargeIn     BargeIn     `json:"barge_in,omitempty" yaml:"barge_in,omitempty"`
 	// FillerPhrases are said, in turn, when a tool takes longer than
-	// FillerAfterMS (default 1500 ms).
+	// FillerAfterMS (default 1500 ms; -1: never), and (once per reply)
+	// when the model's first token takes that long; for the latter, with
+	// no phrases, DefaultFiller.
 	FillerPhrases []string  `json:"filler_phrases,omitempty" yaml:"filler_phrases,omitempty"`
 	FillerAfterMS int       `json:"filler_after_ms,omitempty" yaml:"filler_after_ms,omitempty"`
 	Fallback      Fallback  `json:"fallback,omitempty" yaml:"fallback,omitempty"`
@@ -248,6 +250,11 @@ const (
 	DefaultFillerAfter      = 1500 * time.Millisecond
 	DefaultHTTPToolTimeout  = 10 * time.Second
 	DefaultInterDigit       = 1500 * time.Millisecond
+	DefaultFiller           = "One moment."
+	DefaultLLMFirstToken    = 5 * time.Second
+	DefaultLLMRetries       = 1
+	// maxLLMRetries keeps a hanging model's dead air bounded.
+	maxLLMRetries = 5
 )
 
 // DefaultBackchannels are words that acknowledge without taking the turn.
@@ -350,6 +357,21 @@ func (d Definition) Validate() error {
 		}
 		if !ok {
 			bad(role+".provider", "%q cannot be used for %s (one of %s)", c.Provider, role, strings.Join(providerRoles[role], ", "))
+		}
+		if role == "llm" {
+			if c.FirstTokenTimeoutMS < 0 || c.FirstTokenTimeoutMS > 120000 {
+				bad("llm.first_token_timeout_ms", "must be between 0 (default %d) and 120000", DefaultLLMFirstToken.Milliseconds())
+			}
+			if c.Retries < -1 || c.Retries > maxLLMRetries {
+				bad("llm.retries", "must be -1 (never), 0 (default %d) or up to %d", DefaultLLMRetries, maxLLMRetries)
+			}
+		} else {
+			if c.FirstTokenTimeoutMS != 0 {
+				bad(role+".first_token_timeout_ms", "only applies to llm")
+			}
+			if c.Retries != 0 {
+				bad(role+".retries", "only applies to llm")
+			}
 		}
 		if c.BaseURL != "" {
 			if u, err := url.Parse(c.BaseURL); err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https" && u.Scheme != "ws" && u.Scheme != "wss") {
@@ -476,7 +498,9 @@ func (d Definition) Validate() error {
 	if d.IdleReminderS < -1 {
 		bad("idle_reminder_s", "must be -1 (never), 0 (default) or positive")
 	}
-	nonNeg("filler_after_ms", d.FillerAfterMS)
+	if d.FillerAfterMS < -1 {
+		bad("filler_after_ms", "must be -1 (never), 0 (default) or positive")
+	}
 	e := d.Endpointing
 	nonNeg("endpointing.silence_ms", e.SilenceMS)
 	nonNeg("endpointing.min_silence_ms", e.MinSilenceMS)

@@ -19,7 +19,8 @@ func TestLoadDefinitionYAMLAndJSONAgree(t *testing.T) {
 	if d.ID != "booking" || d.LLM.BaseURL != "http://127.0.0.1:11434/v1" || d.TTS.Voice != "rachel" ||
 		len(d.HTTPTools) != 1 || d.HTTPTools[0].TimeoutMS != 3000 || !d.TransferTargets[0].Warm ||
 		d.DTMF.Keys["0"].Target != "manager" || d.Endpointing.SilenceMS != 600 || !d.Endpointing.Speculative ||
-		d.BargeIn.MinSpeechMS != 250 || d.PostCall == nil || !d.PostCall.Summary {
+		d.BargeIn.MinSpeechMS != 250 || d.PostCall == nil || !d.PostCall.Summary ||
+		d.LLM.FirstTokenTimeoutMS != 4000 || d.LLM.Retries != 2 {
 		t.Fatalf("decoded %+v", d)
 	}
 	var params map[string]any
@@ -129,6 +130,11 @@ func TestValidateNamesTheField(t *testing.T) {
 		{"endpointing.min_silence_ms", func(d *agent.Definition) { d.Endpointing = agent.Endpointing{SilenceMS: 400, MinSilenceMS: 600} }},
 		{"barge_in.min_speech_ms", func(d *agent.Definition) { d.BargeIn.MinSpeechMS = -1 }},
 		{"temperature", func(d *agent.Definition) { v := 3.0; d.Temperature = &v }},
+		{"llm.first_token_timeout_ms", func(d *agent.Definition) { d.LLM = &agent.ProviderConfig{Provider: "openai", FirstTokenTimeoutMS: -5} }},
+		{"llm.retries", func(d *agent.Definition) { d.LLM = &agent.ProviderConfig{Provider: "openai", Retries: 9} }},
+		{"tts.retries", func(d *agent.Definition) { d.TTS.Retries = 1 }},
+		{"stt.first_token_timeout_ms", func(d *agent.Definition) { d.STT.FirstTokenTimeoutMS = 100 }},
+		{"filler_after_ms", func(d *agent.Definition) { d.FillerAfterMS = -2 }},
 		{"post_call.fields", func(d *agent.Definition) { d.PostCall = &agent.PostCall{Fields: agent.JSONSchema(`"x"`)} }},
 	} {
 		t.Run(tc.field, func(t *testing.T) {

@@ -104,7 +104,7 @@ func (s *Session) startRealtime(prompt, greeting string) {
 
 // runRealtime keeps the model's session open, restarting it on failure.
 func (s *Session) runRealtime(r *rtSession, opt RealtimeOptions) {
-	f := s.withRetries(s.ctx, "realtime", func() attemptResult {
+	f := s.withRetries(s.ctx, "realtime", s.retries, func() attemptResult {
 		progress, err := s.rtAttempt(s.ctx, r, opt)
 		return attemptResult{err: err, timedOut: errors.Is(err, context.DeadlineExceeded), progress: progress}
 	})

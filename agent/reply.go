@@ -90,6 +90,8 @@ func (s *Session) onSpeechEnd(at time.Time) {
 			return // wait for the words before deciding
 		}
 		s.onBargeInEnd()
+	} else if b != nil {
+		s.resumeIfBackchannel()
 	}
 }
 
@@ -141,6 +143,8 @@ func (s *Session) onSTTEvent(ev STTEvent) {
 		if b.flushed {
 			if contentWords(u.text(), s.def.BargeIn.BackchannelWords) > 0 {
 				s.confirmBargeIn()
+			} else {
+				s.resumeIfBackchannel()
 			}
 			return
 		}
@@ -213,6 +217,7 @@ func (s *Session) commitUserTurn(u *userTurn, text string, now time.Time) {
 			u.histLen = len(s.history)
 			s.history = append(s.history, Message{Role: RoleUser, Content: text})
 			r.turn = s.addTurn(Turn{Role: RoleAssistant, Kind: KindReply})
+			s.armWaitFiller(r)
 			for _, rd := range r.rounds {
 				if rd.sp != nil {
 					rd.sp.turn = r.turn
@@ -308,9 +313,12 @@ type replyTurn struct {
 	toolsRunning int
 	toolRan      bool // a tool with effects has run: cannot be discarded
 	fillerAt     time.Time
-	ctx          context.Context
-	cancel       context.CancelFunc
-	done         bool
+	// waitFiller: the filler for a slow first token was said (once per
+	// reply).
+	waitFiller bool
+	ctx        context.Context
+	cancel     context.CancelFunc
+	done       bool
 }
 
 func (r *replyTurn) discardable() bool {
@@ -337,7 +345,8 @@ type round struct {
 	flushes   int // flushes sent, each answered by a final chunk
 	finals    int
 	sp        *speech
-	msgIdx    int // history index of its assistant message, -1 before
+	msgIdx    int  // history index of its assistant message, -1 before
+	started   bool // the model's first token (text or tool call) arrived
 	tools     []*pendingTool
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -389,6 +398,7 @@ func (s *Session) startRound(r *replyTurn) {
 	r.cur = rd
 	rd.sp = &speech{kind: KindReply, round: rd, turn: r.turn}
 	s.playing = append(s.playing, rd.sp)
+	s.armWaitFiller(r)
 
 	req := LLMRequest{Messages: s.messagesFor(r), Tools: s.def.ToolDecls(), Temperature: s.def.Temperature, MaxTokens: s.def.MaxTokens}
 	if r.lat != nil && r.lat.LLMRequest.IsZero() {
@@ -415,6 +425,12 @@ func (s *Session) onLLMEvent(rd *round, ev LLMEvent) {
 	r := rd.reply
 	if r.lat != nil && r.lat.LLMFirstText.IsZero() && (ev.Text != "" || ev.ToolCall != nil) {
 		r.lat.LLMFirstText = s.now()
+	}
+	if !rd.started && (ev.Text != "" || ev.ToolCall != nil) {
+		rd.started = true
+		if r.toolsRunning == 0 {
+			r.fillerAt = time.Time{} // the model is answering: no filler
+		}
 	}
 	if ev.Text != "" {
 		if r.lat != nil && r.lat.TTSFirstText.IsZero() {
@@ -609,8 +625,12 @@ func (s *Session) cancelReply() {
 	for _, rd := range r.rounds {
 		if slices.Contains(s.playing, rd.sp) {
 			s.playing = slices.DeleteFunc(s.playing, func(sp *speech) bool { return sp == rd.sp })
-			if rd.sp.firstPacket.IsZero() {
+			switch {
+			case rd.sp.firstPacket.IsZero():
 				rd.sp.heard = 0
+			case !rd.sp.flushed:
+				// Cut without a flush (the call ended): what went out by now.
+				rd.sp.heard = rd.sp.heardAt(s.now())
 			}
 			rd.cut(s, rd.sp)
 		}
@@ -694,9 +714,63 @@ func (s *Session) runTools(rd *round) {
 		r.toolsRunning++
 		s.execTool(pt)
 	}
-	if r.toolsRunning > 0 && r.fillerAt.IsZero() {
+	if r.toolsRunning > 0 && r.fillerAt.IsZero() && s.def.FillerAfterMS >= 0 {
 		r.fillerAt = s.now().Add(time.Duration(s.def.FillerAfterMS) * time.Millisecond)
 	}
+}
+
+// armWaitFiller starts the wait after which a slow model's silence is
+// covered by a filler, once per reply.
+func (s *Session) armWaitFiller(r *replyTurn) {
+	if r.speculative || r.waitFiller || s.def.FillerAfterMS < 0 || !r.fillerAt.IsZero() {
+		return
+	}
+	r.fillerAt = s.now().Add(time.Duration(s.def.FillerAfterMS) * time.Millisecond)
+}
+
+// onFillerDue says a filler when the reply is still silent: a tool runs
+// (with the operator's phrases), or the model has not started answering.
+func (s *Session) onFillerDue(r *replyTurn) {
+	r.fillerAt = time.Time{}
+	if s.ending != nil {
+		return
+	}
+	if r.toolsRunning > 0 {
+		if len(s.def.FillerPhrases) > 0 {
+			s.say(KindFiller, s.nextFiller())
+		}
+		return
+	}
+	rd := r.cur
+	if rd == nil || rd.started || r.hold || r.speculative || r.waitFiller || s.agentAudible() {
+		return
+	}
+	r.waitFiller = true
+	n := len(s.playing)
+	s.say(KindFiller, s.nextFiller())
+	if len(s.playing) == n {
+		return // nothing could say it
+	}
+	// The filler goes before the round's speech, which has nothing queued
+	// yet: pump plays speeches in order.
+	sp := s.playing[n]
+	sp.waitFiller = true
+	if i := slices.Index(s.playing, rd.sp); i >= 0 && rd.sp.enq == 0 && len(rd.sp.chunks) == 0 {
+		s.playing = slices.Delete(s.playing, len(s.playing)-1, len(s.playing))
+		s.playing = slices.Insert(s.playing, i, sp)
+	}
+	s.pump()
+}
+
+// nextFiller is the next of the operator's filler phrases, or
+// DefaultFiller.
+func (s *Session) nextFiller() string {
+	if len(s.def.FillerPhrases) == 0 {
+		return DefaultFiller
+	}
+	phrase := s.def.FillerPhrases[s.fillerIdx%len(s.def.FillerPhrases)]
+	s.fillerIdx++
+	return phrase
 }
 
 func (s *Session) execTool(pt *pendingTool) {

@@ -87,10 +87,13 @@ type Options struct {
 	// with their fake call so latency rows are exact.
 	Now func() time.Time
 	// Retries is how many times a failed provider is retried before the
-	// fallback (default 2, so three attempts; -1 for none).
+	// fallback (default 2, so three attempts; -1 for none). For the LLM it
+	// replaces the default of 1 but not the definition's llm.retries.
 	Retries int
-	// LLMTimeout bounds the wait for the LLM's first and each next event,
-	// and for any provider's Start (default 10 s). TTSTimeout bounds the
+	// LLMTimeout bounds the wait for each next LLM event, and for any
+	// provider's Start (default 10 s); it also caps the default wait for
+	// the first token (the definition's llm.first_token_timeout_ms, when
+	// set, is used as is). TTSTimeout bounds the
 	// wait for the first audio after text was flushed (default 8 s).
 	// STTFinalTimeout bounds the wait for a final transcript after the
 	// caller stopped (default 2 s); a recognizer that misses it with nothing
@@ -209,6 +212,10 @@ type Session struct {
 	http    *http.Client
 	retries int
 	vars    map[string]string
+	// The LLM's own bounds (from the definition): the wait for the first
+	// token of an attempt, and its retries.
+	llmFirstToken time.Duration
+	llmRetries    int
 
 	ran    atomic.Bool
 	ctx    context.Context // ends when Run returns
@@ -312,6 +319,19 @@ func NewSession(def Definition, p Providers, call Call, opt Options) (*Session, 
 	}
 	if s.opt.STTFinalTimeout <= 0 {
 		s.opt.STTFinalTimeout = 2 * time.Second
+	}
+	s.llmFirstToken = min(DefaultLLMFirstToken, s.opt.LLMTimeout)
+	s.llmRetries = DefaultLLMRetries
+	if opt.Retries != 0 {
+		s.llmRetries = s.retries
+	}
+	if c := def.LLM; c != nil {
+		if c.FirstTokenTimeoutMS > 0 {
+			s.llmFirstToken = time.Duration(c.FirstTokenTimeoutMS) * time.Millisecond
+		}
+		if c.Retries != 0 {
+			s.llmRetries = max(0, c.Retries)
+		}
 	}
 	s.vars = maps.Clone(opt.Variables)
 	if s.vars == nil {
@@ -618,12 +638,7 @@ func (s *Session) checkTimers(now time.Time) {
 		s.flushDigits()
 	}
 	if r := s.reply; r != nil && due(r.fillerAt, now) {
-		r.fillerAt = time.Time{}
-		if r.toolsRunning > 0 && len(s.def.FillerPhrases) > 0 && s.ending == nil {
-			phrase := s.def.FillerPhrases[s.fillerIdx%len(s.def.FillerPhrases)]
-			s.fillerIdx++
-			s.say(KindFiller, phrase)
-		}
+		s.onFillerDue(r)
 	}
 	if b := s.barge; b != nil && b.flushed && due(b.resumeAt, now) {
 		s.maybeResume()

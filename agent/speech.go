@@ -29,6 +29,9 @@ type speech struct {
 	interrupted bool // cut for good by a barge-in (or the end of the call)
 	// sharedPCM: pcm belongs to the cache and must not be appended to.
 	sharedPCM bool
+	// waitFiller: a filler said because the model was slow to start; the
+	// reply's latency is measured to the reply itself, not to it.
+	waitFiller bool
 
 	itemID string // the realtime model's item it voices
 	turn   int    // transcript index of the agent turn this belongs to
@@ -102,14 +105,7 @@ func (sp *speech) heardText() string {
 func samplesDur(n int) time.Duration { return time.Duration(n) * time.Second / vad.SampleRate }
 
 func (s *Session) cacheKey(text string) CacheKey {
-	k := CacheKey{Text: text, Voice: s.def.Voice, Language: s.def.Language}
-	if c := s.def.TTS; c != nil {
-		k.Provider, k.Model = c.Provider, c.Model
-		if k.Voice == "" {
-			k.Voice = c.Voice
-		}
-	}
-	return k
+	return PhraseKey(s.def.TTS, text, s.def.Voice, s.def.Language)
 }
 
 func (s *Session) ttsOptions() TTSOptions {
@@ -291,7 +287,7 @@ func (s *Session) onFirstAudio(sp *speech, t time.Time) {
 		s.turns[sp.turn].Start = t
 		s.publishTurn(sp.turn)
 	}
-	if r := s.reply; r != nil && r.lat != nil && r.lat.FirstPacket.IsZero() && (sp.round != nil && sp.round.reply == r || sp.kind == KindFiller) {
+	if r := s.reply; r != nil && r.lat != nil && r.lat.FirstPacket.IsZero() && (sp.round != nil && sp.round.reply == r || sp.kind == KindFiller && !sp.waitFiller) {
 		r.lat.FirstPacket = t
 		s.recordLatency(r)
 	}
@@ -518,7 +514,9 @@ func (s *Session) checkBargeIn(now time.Time) {
 	if n := s.def.BargeIn.MinWords; n > 0 {
 		trigger = cw >= n
 	} else {
-		long := now.Sub(b.start) >= time.Duration(s.def.BargeIn.MinSpeechMS)*time.Millisecond
+		// Measured to the VAD's last active frame: the hangover's silence
+		// is not speech, and counting it would flush for a short "uh-huh".
+		long := s.voiceEnd().Sub(b.start) >= time.Duration(s.def.BargeIn.MinSpeechMS)*time.Millisecond
 		backchannel := strings.TrimSpace(text) != "" && cw == 0
 		trigger = long && !backchannel && u.speaking
 	}
@@ -537,6 +535,25 @@ func (s *Session) checkBargeIn(now time.Time) {
 	s.log.Debug("agent barge-in", "after", now.Sub(b.start))
 	if cw > 0 {
 		s.confirmBargeIn()
+	}
+}
+
+// voiceEnd is the wall time where the caller's latest speech was last
+// active on the VAD's timeline (before any hangover).
+func (s *Session) voiceEnd() time.Time {
+	return s.frameAt.Add(-(s.vad.Elapsed() - s.vad.LastActive()))
+}
+
+// resumeIfBackchannel resumes a flushed agent at once when the
+// interruption's words are all in and are only backchannels: the resume
+// timer is for interruptions with no words at all.
+func (s *Session) resumeIfBackchannel() {
+	b, u := s.barge, s.user
+	if b == nil || !b.flushed || u == nil || u.speaking || u.waitsForFinal() {
+		return
+	}
+	if text := u.text(); strings.TrimSpace(text) != "" && contentWords(text, s.def.BargeIn.BackchannelWords) == 0 {
+		s.maybeResume()
 	}
 }
 

@@ -54,12 +54,14 @@ type attemptResult struct {
 }
 
 // withRetries runs attempt until one ends without error or ctx ends (nil
-// either way), or until more attempts in a row failed than the retries
-// allow, which is the failure it returns.
-func (s *Session) withRetries(ctx context.Context, provider string, attempt func() attemptResult) *ProviderFailure {
+// either way), or until more attempts in a row failed than retries allow,
+// which is the failure it returns.
+func (s *Session) withRetries(ctx context.Context, provider string, retries int, attempt func() attemptResult) *ProviderFailure {
 	failures := 0
+	timedOut := false
 	for {
-		if failures > 0 && !sleepCtx(ctx, backoff(failures+1)) {
+		// After a timeout the caller has waited long enough: no backoff.
+		if failures > 0 && !timedOut && !sleepCtx(ctx, backoff(failures+1)) {
 			return nil
 		}
 		r := attempt()
@@ -70,9 +72,10 @@ func (s *Session) withRetries(ctx context.Context, provider string, attempt func
 			failures = 0
 		}
 		failures++
+		timedOut = r.timedOut
 		kind := errKind(r.err, r.timedOut)
 		s.log.Warn("agent provider attempt failed", "provider", provider, "failures", failures, "kind", kind, "err", r.err)
-		if failures > s.retries || r.final {
+		if failures > retries || r.final {
 			return &ProviderFailure{Provider: provider, Kind: kind, Attempts: failures, Err: r.err.Error()}
 		}
 	}
@@ -83,7 +86,7 @@ func (s *Session) withRetries(ctx context.Context, provider string, attempt func
 // runLLM streams one round's completion to the loop, retrying when the
 // request fails, errs or stays silent before its first event.
 func (s *Session) runLLM(ctx context.Context, rd *round, req LLMRequest) {
-	f := s.withRetries(ctx, "llm", func() attemptResult {
+	f := s.withRetries(ctx, "llm", s.llmRetries, func() attemptResult {
 		got, err, timedOut := s.llmAttempt(ctx, rd, req)
 		return attemptResult{err: err, timedOut: timedOut, final: got}
 	})
@@ -100,17 +103,24 @@ func (s *Session) runLLM(ctx context.Context, rd *round, req LLMRequest) {
 	}
 }
 
-// llmAttempt runs one request; got says events were delivered.
+// llmAttempt runs one request; got says events were delivered. Until the
+// first token it may wait llmFirstToken, then LLMTimeout between events.
 func (s *Session) llmAttempt(ctx context.Context, rd *round, req LLMRequest) (got bool, err error, timedOut bool) {
 	actx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	// A request or stream that goes quiet for LLMTimeout is cut.
-	watchdog := time.AfterFunc(s.opt.LLMTimeout, cancel)
+	limit := s.llmFirstToken
+	watchdog := time.AfterFunc(limit, cancel)
 	defer watchdog.Stop()
+	quiet := func() error {
+		if !got {
+			return fmt.Errorf("no first token within %v", limit)
+		}
+		return fmt.Errorf("no reply within %v", limit)
+	}
 	events, err := s.p.LLM.Stream(actx, req)
 	if err != nil {
 		if !watchdog.Stop() && ctx.Err() == nil {
-			return false, fmt.Errorf("no reply within %v: %w", s.opt.LLMTimeout, err), true
+			return false, fmt.Errorf("%w: %w", quiet(), err), true
 		}
 		return false, err, false
 	}
@@ -119,18 +129,23 @@ func (s *Session) llmAttempt(ctx context.Context, rd *round, req LLMRequest) (go
 		case ev, ok := <-events:
 			if !ok {
 				if !watchdog.Stop() && ctx.Err() == nil {
-					return got, errors.New("no reply within the timeout"), true
+					return got, quiet(), true
 				}
 				return got, nil, false
 			}
 			if ev.Err != nil {
 				return got, ev.Err, false
 			}
-			watchdog.Reset(s.opt.LLMTimeout)
 			if ev.Text == "" && ev.ToolCall == nil {
+				// Keep-alives and role-only chunks are not a first token.
+				if got {
+					watchdog.Reset(limit)
+				}
 				continue
 			}
 			got = true
+			limit = s.opt.LLMTimeout
+			watchdog.Reset(limit)
 			if !s.post(ctx, func() { s.onLLMEvent(rd, ev) }) {
 				return got, ctx.Err(), false
 			}
@@ -138,7 +153,7 @@ func (s *Session) llmAttempt(ctx context.Context, rd *round, req LLMRequest) (go
 			if ctx.Err() != nil {
 				return got, ctx.Err(), false
 			}
-			return got, fmt.Errorf("no reply within %v", s.opt.LLMTimeout), true
+			return got, quiet(), true
 		}
 	}
 }
@@ -195,7 +210,7 @@ func (s *Session) startTTS(ctx context.Context, onChunk func(TTSChunk), onFail f
 
 func (s *Session) runTTS(ctx context.Context, c *ttsConn, onChunk func(TTSChunk), onFail func(*ProviderFailure)) {
 	st := &ttsState{}
-	f := s.withRetries(ctx, "tts", func() attemptResult {
+	f := s.withRetries(ctx, "tts", s.retries, func() attemptResult {
 		err, timedOut := s.ttsAttempt(ctx, c, st, onChunk)
 		return attemptResult{err: err, timedOut: timedOut, final: st.delivered}
 	})
@@ -429,7 +444,7 @@ func (s *Session) startSTT() *sttConn {
 // when it fails; too many failures in a row without a transcript between
 // them is a provider failure.
 func (s *Session) runSTT(c *sttConn) {
-	f := s.withRetries(s.ctx, "stt", func() attemptResult {
+	f := s.withRetries(s.ctx, "stt", s.retries, func() attemptResult {
 		progress, err, timedOut := s.sttAttempt(s.ctx, c)
 		return attemptResult{err: err, timedOut: timedOut, progress: progress}
 	})

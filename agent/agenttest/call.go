@@ -11,7 +11,6 @@ import (
 	"errors"
 	"slices"
 	"sync"
-	"testing"
 	"time"
 )
 
@@ -67,8 +66,13 @@ type Transfer struct {
 	At     time.Time
 }
 
-// NewCall starts a fake call; it stops at the end of the test.
-func NewCall(tb testing.TB) *Call {
+// Cleaner registers cleanups; *testing.T and *testing.B are Cleaners, and a
+// command running a Call gives its own so it does not link testing.
+type Cleaner interface{ Cleanup(func()) }
+
+// NewCall starts a fake call; it stops at the end of the test (when tb
+// runs its cleanups).
+func NewCall(tb Cleaner) *Call {
 	c := &Call{
 		base:   time.Now(),
 		frames: make(chan []int16, 50),

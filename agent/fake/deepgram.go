@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 
 	"github.com/google/uuid"
@@ -155,13 +154,13 @@ func (s *DeepgramSession) Sent() []string {
 func (s *DeepgramSession) Done() <-chan struct{} { return s.done }
 
 // Deepgram is a fake of Deepgram's live transcription websocket
-// (/v1/listen) on a loopback httptest server.
+// (/v1/listen) on a loopback HTTP server.
 type Deepgram struct {
 	wsFake[DeepgramOptions, *DeepgramSession]
 }
 
 // NewDeepgram starts a fake Deepgram server, closed at the end of the test.
-func NewDeepgram(tb testing.TB, opts DeepgramOptions) *Deepgram {
+func NewDeepgram(tb TB, opts DeepgramOptions) *Deepgram {
 	tb.Helper()
 	d := &Deepgram{wsFake[DeepgramOptions, *DeepgramSession]{name: "deepgram", opts: opts}}
 	d.host = newSocketHost(tb, d.serve)
@@ -173,7 +172,7 @@ func (d *Deepgram) Sessions() []*DeepgramSession { return d.sessionList() }
 
 // WaitSession waits up to timeout for the n-th accepted connection
 // (0-based), failing the test if it does not come.
-func (d *Deepgram) WaitSession(tb testing.TB, n int, timeout time.Duration) *DeepgramSession {
+func (d *Deepgram) WaitSession(tb TB, n int, timeout time.Duration) *DeepgramSession {
 	tb.Helper()
 	return d.waitSession(tb, n, timeout)
 }

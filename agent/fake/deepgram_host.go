@@ -2,46 +2,33 @@ package fake
 
 import (
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"sync"
-	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
 )
 
-// socketHost is the httptest server under the websocket fakes (Deepgram and
-// ElevenLabs). httptest's
-// Close does not wait for hijacked connections, so the host tracks them:
-// close ends every live connection and waits for its handler.
+// socketHost is the server under the websocket fakes (Deepgram and
+// ElevenLabs). The server's Close does not end hijacked connections, so
+// the host tracks them: close ends every live connection, then the server
+// waits for their handlers.
 type socketHost struct {
-	srv      *httptest.Server
+	srv      *server
 	upgrader websocket.Upgrader
 
 	mu     sync.Mutex
 	conns  map[*websocket.Conn]struct{}
 	closed bool
-	wg     sync.WaitGroup
 }
 
-func newSocketHost(tb testing.TB, handler http.HandlerFunc) *socketHost {
+func newSocketHost(tb TB, handler http.HandlerFunc) *socketHost {
+	tb.Helper()
 	h := &socketHost{
 		conns:    map[*websocket.Conn]struct{}{},
 		upgrader: websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }},
 	}
-	h.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h.mu.Lock()
-		if h.closed {
-			h.mu.Unlock()
-			http.Error(w, "fake server closed", http.StatusServiceUnavailable)
-			return
-		}
-		h.wg.Add(1)
-		h.mu.Unlock()
-		defer h.wg.Done()
-		handler(w, r)
-	}))
+	h.srv = newServer(tb, handler)
 	tb.Cleanup(h.close)
 	return h
 }
@@ -100,7 +87,7 @@ func (f *wsFake[O, S]) sessionList() []S {
 	return slices.Clone(f.sessions)
 }
 
-func (f *wsFake[O, S]) waitSession(tb testing.TB, n int, timeout time.Duration) S {
+func (f *wsFake[O, S]) waitSession(tb TB, n int, timeout time.Duration) S {
 	tb.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -154,7 +141,6 @@ func (h *socketHost) close() {
 	}
 	h.mu.Unlock()
 	h.srv.Close()
-	h.wg.Wait()
 }
 
 // outQueue sends a connection's messages from one goroutine, each no

@@ -12,7 +12,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 	"unicode/utf8"
 
@@ -145,14 +144,14 @@ func (s *ElevenLabsSession) SentAudio() time.Duration {
 func (s *ElevenLabsSession) Done() <-chan struct{} { return s.done }
 
 // ElevenLabs is a fake of ElevenLabs' text-to-speech stream-input websocket
-// on a loopback httptest server.
+// on a loopback HTTP server.
 type ElevenLabs struct {
 	wsFake[ElevenLabsOptions, *ElevenLabsSession]
 }
 
 // NewElevenLabs starts a fake ElevenLabs server, closed at the end of the
 // test.
-func NewElevenLabs(tb testing.TB, opts ElevenLabsOptions) *ElevenLabs {
+func NewElevenLabs(tb TB, opts ElevenLabsOptions) *ElevenLabs {
 	tb.Helper()
 	e := &ElevenLabs{wsFake[ElevenLabsOptions, *ElevenLabsSession]{name: "elevenlabs", opts: opts}}
 	e.host = newSocketHost(tb, e.serve)
@@ -164,7 +163,7 @@ func (e *ElevenLabs) Sessions() []*ElevenLabsSession { return e.sessionList() }
 
 // WaitSession waits up to timeout for the n-th accepted connection
 // (0-based), failing the test if it does not come.
-func (e *ElevenLabs) WaitSession(tb testing.TB, n int, timeout time.Duration) *ElevenLabsSession {
+func (e *ElevenLabs) WaitSession(tb TB, n int, timeout time.Duration) *ElevenLabsSession {
 	tb.Helper()
 	return e.waitSession(tb, n, timeout)
 }

@@ -10,10 +10,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 	"unicode"
 
@@ -155,7 +153,7 @@ type OpenAI struct {
 	URL string
 
 	script OpenAIScript
-	srv    *httptest.Server
+	srv    *server
 	done   chan struct{} // closed at cleanup: ends hanging handlers
 
 	mu     sync.Mutex
@@ -168,7 +166,7 @@ type OpenAI struct {
 }
 
 // NewOpenAI starts a fake on 127.0.0.1; it stops when the test ends.
-func NewOpenAI(tb testing.TB, script OpenAIScript) *OpenAI {
+func NewOpenAI(tb TB, script OpenAIScript) *OpenAI {
 	tb.Helper()
 	o := &OpenAI{script: script, done: make(chan struct{})}
 	mux := http.NewServeMux()
@@ -178,7 +176,7 @@ func NewOpenAI(tb testing.TB, script OpenAIScript) *OpenAI {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		oaiError(w, http.StatusNotFound, "invalid_request_error", fmt.Sprintf("Invalid URL (%s %s)", r.Method, r.URL.Path))
 	})
-	o.srv = httptest.NewServer(mux)
+	o.srv = newServer(tb, mux)
 	o.URL = o.srv.URL + "/v1"
 	tb.Cleanup(o.Close)
 	return o
@@ -195,7 +193,6 @@ func (o *OpenAI) Close() {
 	}
 	close(o.done)
 	o.mu.Unlock()
-	o.srv.CloseClientConnections()
 	o.srv.Close()
 }
 

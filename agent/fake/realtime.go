@@ -5,11 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -142,7 +140,7 @@ type Realtime struct {
 	URL string
 
 	script   RealtimeScript
-	srv      *httptest.Server
+	srv      *server
 	upgrader websocket.Upgrader
 	done     chan struct{}
 	wg       sync.WaitGroup
@@ -156,13 +154,13 @@ type Realtime struct {
 }
 
 // NewRealtime starts a fake on 127.0.0.1; it stops when the test ends.
-func NewRealtime(tb testing.TB, script RealtimeScript) *Realtime {
+func NewRealtime(tb TB, script RealtimeScript) *Realtime {
 	tb.Helper()
 	f := &Realtime{script: script, done: make(chan struct{}), conns: map[*websocket.Conn]bool{},
 		upgrader: websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/realtime", f.serve)
-	f.srv = httptest.NewServer(mux)
+	f.srv = newServer(tb, mux)
 	f.URL = "ws" + strings.TrimPrefix(f.srv.URL, "http") + "/v1"
 	tb.Cleanup(f.Close)
 	return f
@@ -183,7 +181,6 @@ func (f *Realtime) Close() {
 	}
 	f.mu.Unlock()
 	f.wg.Wait()
-	f.srv.CloseClientConnections()
 	f.srv.Close()
 }
 
