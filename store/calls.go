@@ -122,6 +122,9 @@ type CallFilter struct {
 	// From and To, when not zero, keep calls created at or after From and
 	// before To.
 	From, To time.Time
+	// AgentID, when set, keeps calls whose agent.id variable is it: the
+	// agent an ai_talk action ran (the last one, if several did).
+	AgentID string
 }
 
 // ListCalls returns a page of calls, newest first (ties broken by id,
@@ -211,6 +214,10 @@ func (f CallFilter) where() ([]string, []any, error) {
 	if !f.To.IsZero() {
 		where, args = append(where, `tm_create < ?`), append(args, f.To.UnixMilli())
 	}
+	if f.AgentID != "" {
+		// The key has a dot, so it is quoted in the JSON path.
+		where, args = append(where, `json_extract(variables, '$."agent.id"') = ?`), append(args, f.AgentID)
+	}
 	return where, args, nil
 }
 
@@ -266,6 +273,11 @@ func encodePageToken(tm int64, id string) string {
 }
 
 func decodePageToken(tok string) (tm int64, id string, err error) {
+	// The decoder skips CR and LF even when strict; a token we issue has
+	// neither, so one that does is not ours.
+	if strings.ContainsAny(tok, "\r\n") {
+		return 0, "", fmt.Errorf("%w: line break", ErrBadPageToken)
+	}
 	b, err := base64.RawURLEncoding.Strict().DecodeString(tok)
 	if err != nil {
 		return 0, "", fmt.Errorf("%w: %v", ErrBadPageToken, err)
