@@ -149,6 +149,9 @@ func (c *Call) aiTalk(ctx context.Context, o *AITalkOption) error {
 		vars[k] = c.expand(v)
 	}
 	events := make(chan agent.Event, 256)
+	// The session numbers its turns from 0; the call's numbering is shared
+	// with earlier sessions and a live transcription.
+	turnIdx := &agentTurns{c: c}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); c.recordAgentEvents(events) }()
@@ -158,6 +161,14 @@ func (c *Call) aiTalk(ctx context.Context, o *AITalkOption) error {
 		MaxDuration: time.Duration(o.MaxDurationS) * time.Second,
 		Logger:      c.log.With("agent_id", id),
 		OnEvent: func(e agent.Event) {
+			// Turn and Latency are the event's own copies: renumbered here,
+			// in the session's order, so indexes follow the conversation.
+			if e.Turn != nil {
+				e.Turn.Index = turnIdx.index(e.Turn.Index)
+			}
+			if e.Latency != nil {
+				e.Latency.Turn = turnIdx.index(e.Latency.Turn)
+			}
 			select {
 			case events <- e:
 			default: // the record falls behind rather than the conversation
@@ -181,6 +192,12 @@ func (c *Call) aiTalk(ctx context.Context, o *AITalkOption) error {
 	}
 	close(events)
 	wg.Wait()
+	for i := range res.Transcript {
+		res.Transcript[i].Index = turnIdx.index(res.Transcript[i].Index)
+	}
+	for i := range res.Latency {
+		res.Latency[i].Turn = turnIdx.index(res.Latency[i].Turn)
+	}
 	c.keepAgentResult(res)
 	c.mu.Lock()
 	pb := c.pendingBridge

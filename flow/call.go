@@ -65,6 +65,11 @@ type Call struct {
 	// transcriber is the live transcription transcribe_start runs; the
 	// stream's tap feeds it.
 	transcriber atomic.Pointer[transcriber]
+	// turns numbers the call's transcript turns, for agents and live
+	// transcription alike (turns.go).
+	turns turnCounter
+	// refers takes REFERs from either party while a bridge runs (refer.go).
+	refers referInbox
 }
 
 func newInboundCall(ct *Controller, leg *sip.Leg) (*Call, error) {
@@ -93,6 +98,7 @@ func newInboundCall(ct *Controller, leg *sip.Leg) (*Call, error) {
 		return nil, fmt.Errorf("create call record: %w", err)
 	}
 	c.log = ct.log.With("call_id", c.rec.ID, "sip_call_id", leg.CallID)
+	leg.OnRefer(c.callerRefer) // refer.go
 	c.variables = map[string]string{
 		VarCallID:        c.rec.ID,
 		VarCallFrom:      leg.From,
@@ -140,6 +146,9 @@ func (c *Call) run(p *program) {
 		c.setLocalReason(store.ReasonCodec)
 		_ = c.leg.Reject(488, "Not Acceptable Here")
 		return
+	}
+	if rp := c.replacesProgram(); rp != nil {
+		p = rp // an INVITE with Replaces takes another call's place (refer.go)
 	}
 	// An originated call rang at the callee, before it was answered.
 	if c.orig == nil && c.leg.Ringing() == nil {

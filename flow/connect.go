@@ -193,6 +193,9 @@ type dialAttempt struct {
 	// early, when set, gets the leg once its early media runs
 	// (earlymedia.go).
 	early *earlyRelay
+	// callRecord: the attempt gets no record of its own, because the
+	// call's record tells its story (an originated call's INVITEs).
+	callRecord bool
 }
 
 // connect rings p's destinations and bridges the caller to the first that
@@ -379,7 +382,8 @@ type dialResult struct {
 	err *sip.DialError
 }
 
-// bLeg is an outgoing leg connect placed, with its own call record.
+// bLeg is an outgoing leg connect placed, with its own call record; or
+// one INVITE of an originated call, whose record is the call's.
 type bLeg struct {
 	c      *Call // the call it was placed for
 	log    *slog.Logger
@@ -387,6 +391,12 @@ type bLeg struct {
 	out    *sip.OutLeg
 	stream *media.Stream
 	wg     sync.WaitGroup // record writes started from OnProgress
+	// own: rec is b's own record. Otherwise b writes no record and
+	// publishes nothing: its call's record and events cover it.
+	own bool
+	// mediaMu orders setting stream against the peer's media changes
+	// (mediachange.go), which may come before the stream exists.
+	mediaMu sync.Mutex
 
 	mu  sync.Mutex // held across a record write, so writes land in order
 	rec store.Call
@@ -405,10 +415,14 @@ func (b *bLeg) update(f func(r *store.Call)) store.Call {
 	return b.rec
 }
 
-// dialLeg places one attempt with its own record and media socket. It
-// returns the answered leg, or why it failed (the record then is final).
+// dialLeg places one attempt with a record of its own, linked to c, unless
+// the attempt is one of c's own (a.callRecord). It returns the answered
+// leg, or why it failed (its record then is final).
 func (c *Call) dialLeg(ctx context.Context, d Dialer, a dialAttempt) (*bLeg, *sip.DialError) {
-	b := &bLeg{c: c, rec: store.Call{
+	if a.callRecord {
+		return c.dialOn(ctx, d, a, &bLeg{c: c, log: c.log})
+	}
+	b := &bLeg{c: c, own: true, rec: store.Call{
 		Direction:    store.DirectionOutgoing,
 		Source:       c.rec.Source,
 		Destination:  a.destination,
@@ -423,7 +437,12 @@ func (c *Call) dialLeg(ctx context.Context, d Dialer, a dialAttempt) (*bLeg, *si
 	}
 	b.log = c.log.With("b_call_id", b.rec.ID)
 	c.ct.cfg.Bus.Publish(EventCallCreated, b.rec.ID, b.rec)
+	return c.dialOn(ctx, d, a, b)
+}
 
+// dialOn places attempt a as b: its media socket, the INVITE and, when b
+// has its own record, the record's ringing, answer or failure.
+func (c *Call) dialOn(ctx context.Context, d Dialer, a dialAttempt, b *bLeg) (*bLeg, *sip.DialError) {
 	conn, err := c.ct.cfg.Ports.Listen(c.ct.cfg.BindIP)
 	if err != nil {
 		return nil, b.failed(&sip.DialError{Reason: store.ReasonFailed, Code: 503, Status: "Service Unavailable", Err: fmt.Errorf("rtp port: %w", err)})
@@ -445,6 +464,9 @@ func (c *Call) dialLeg(ctx context.Context, d Dialer, a dialAttempt) (*bLeg, *si
 			// Started here, on Dial's goroutine, so the first packets are
 			// not lost; the runner relays them (earlymedia.go).
 			early.Do(func() { b.startEarlyMedia(*pr.EarlyMedia, a.early) })
+		}
+		if !b.own {
+			return
 		}
 		// Dial must not block here: the record write runs apart, and
 		// Dial's return waits for it so later writes come after.
@@ -468,6 +490,10 @@ func (c *Call) dialLeg(ctx context.Context, d Dialer, a dialAttempt) (*bLeg, *si
 		return nil, b.failed(de)
 	}
 	b.out = out
+	if !b.own {
+		return b, nil
+	}
+	out.OnMediaChange(b.onMediaChange) // mediachange.go
 	b.update(func(r *store.Call) {
 		r.SIPCallID = out.CallID
 		r.Status, r.TMProgressing = store.StatusProgressing, now()
@@ -485,6 +511,10 @@ func (b *bLeg) failed(de *sip.DialError) *sip.DialError {
 	if b.stream != nil {
 		b.stream.Close() // its early media
 	}
+	b.log.Info("connect: attempt failed", "reason", de.Reason, "code", de.Code, "err", de)
+	if !b.own {
+		return de // the call's record gets the worst failure of all
+	}
 	// Remote: the callee answered with a final error. Local: we gave up
 	// (ring timeout, cancel) or could not send at all.
 	by := store.HangupByRemote
@@ -496,7 +526,6 @@ func (b *bLeg) failed(de *sip.DialError) *sip.DialError {
 		r.HangupBy, r.HangupReason, r.SIPCode = by, de.Reason, de.Code
 	})
 	b.c.ct.cfg.Bus.Publish(EventCallHangup, final.ID, final)
-	b.log.Info("connect: attempt failed", "reason", de.Reason, "code", de.Code, "err", de)
 	return de
 }
 
@@ -504,10 +533,14 @@ func (b *bLeg) failed(de *sip.DialError) *sip.DialError {
 func (b *bLeg) startMedia(ctx context.Context) error {
 	if b.stream != nil {
 		// Started early, for a warm transfer's announcement or early
-		// media (earlymedia.go).
-		return b.followAnswer()
+		// media (earlymedia.go): follow the answer, and any re-INVITE
+		// since.
+		b.mediaMu.Lock()
+		defer b.mediaMu.Unlock()
+		return followMedia(b.stream, b.out.Media())
 	}
-	return b.openStream(ctx, b.out.Negotiated)
+	// Media, not Negotiated: the callee may have re-INVITEd since.
+	return b.openStream(ctx, b.out.Media())
 }
 
 // openStream opens b's stream toward the address n names.
@@ -527,7 +560,10 @@ func (b *bLeg) openStream(ctx context.Context, n sdp.Negotiated) error {
 		return err
 	}
 	b.conn = nil // the stream owns it now
+	st.SetRemoteHold(peerHolds(n))
+	b.mediaMu.Lock()
 	b.stream = st
+	b.mediaMu.Unlock()
 	st.Start(ctx)
 	return nil
 }
@@ -550,6 +586,9 @@ func (b *bLeg) end(local store.HangupReason) {
 	if b.conn != nil {
 		b.conn.Close()
 	}
+	if !b.own {
+		return // the call's record has the end (originate.go)
+	}
 	by, reason, code := hangupOf(b.out.EndInfo(), local)
 	final := b.update(func(r *store.Call) {
 		r.Status, r.TMHangup = store.StatusHangup, now()
@@ -568,7 +607,9 @@ func (b *bLeg) end(local store.HangupReason) {
 func (c *Call) bridge(ctx context.Context, b *bLeg, p connectPlan) error {
 	bctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	if err := b.startMedia(bctx); err != nil {
+	// b's media lives until b ends (every way out of the bridge ends it),
+	// not with this bridge: a REFER with Replaces may hand b over (refer.go).
+	if err := b.startMedia(context.WithoutCancel(bctx)); err != nil {
 		b.end(store.ReasonFailed)
 		return fmt.Errorf("connect: media: %w", err)
 	}
@@ -592,7 +633,10 @@ func (c *Call) bridge(ctx context.Context, b *bLeg, p connectPlan) error {
 		<-c.digits
 	}
 	aFrames, bFrames := a.Frames(), b.stream.Frames()
-	bDTMF, bInfo := b.stream.DTMF(), b.out.InfoDTMF()
+	bDTMF, bInfo, bDone := b.stream.DTMF(), b.out.InfoDTMF(), b.out.Done()
+	// REFERs from either phone hand the caller to another leg (refer.go).
+	xfer := c.openRefers(b, p)
+	defer xfer.close()
 	relay := func(to *media.Stream, d rune, dir string) {
 		if _, err := to.SendDTMF(d, relayedDigit); err != nil {
 			c.log.Warn("connect: dtmf not relayed", "digit", string(d), "to", dir, "err", err)
@@ -632,7 +676,26 @@ func (c *Call) bridge(ctx context.Context, b *bLeg, p connectPlan) error {
 			bDigit(ev.Digit)
 		case d := <-bInfo:
 			bDigit(d)
-		case <-b.out.Done():
+		case q := <-xfer.in:
+			if xfer.take(ctx, b, q) {
+				return errStop // b now belongs to another call's bridge
+			}
+		case res := <-xfer.results:
+			nb, stop := xfer.done(ctx, b, res)
+			if stop {
+				return errStop
+			}
+			if nb != nil {
+				b = nb
+				bFrames, bDTMF, bInfo, bDone = b.stream.Frames(), b.stream.DTMF(), b.out.InfoDTMF(), b.out.Done()
+			}
+		case <-bDone:
+			if xfer.referrerLeft(b) {
+				// It transferred the caller and left: the caller waits
+				// for the target with music on hold.
+				bFrames, bDTMF, bInfo, bDone = nil, nil, nil, nil
+				continue
+			}
 			// The far side hung up: so does the caller, with its reason.
 			b.end(store.ReasonNormal)
 			_, reason, _ := hangupOf(b.out.EndInfo(), store.ReasonNormal)

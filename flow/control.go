@@ -125,6 +125,10 @@ type callControl struct {
 	// recordingBusy is set from the request that starts it until it stops.
 	recording     *run
 	recordingBusy bool
+	// holdMu serialises the hold re-INVITEs; holdSignaled is what the
+	// held party was last told (apiHold).
+	holdMu       sync.Mutex
+	holdSignaled bool
 }
 
 // close marks the call finishing; finish calls it before waiting for the
@@ -515,6 +519,17 @@ func muteName(in, out bool) string {
 }
 
 func (c *Call) apiHold(hold bool) error {
+	if err := c.holdMusic(hold); err != nil {
+		return err
+	}
+	if d, ok := c.dlg.(holdSignaler); ok {
+		c.goControl(func() { c.signalHold(d) }) // takes c.ctl.mu itself
+	}
+	return nil
+}
+
+// holdMusic starts or stops the music hold on our media.
+func (c *Call) holdMusic(hold bool) error {
 	c.ctl.mu.Lock()
 	defer c.ctl.mu.Unlock()
 	switch held := c.stream.PeerHeld(); {
@@ -529,6 +544,45 @@ func (c *Call) apiHold(hold bool) error {
 	}
 	c.setVar("call.on_hold", fmt.Sprint(hold))
 	return nil
+}
+
+// holdSignaler is a dialog that can tell its peer it is held: *sip.Leg,
+// and an originated call's outDialog.
+type holdSignaler interface {
+	Hold(ctx context.Context) error
+	Resume(ctx context.Context) error
+}
+
+// holdSignalTimeout bounds one hold re-INVITE, glare retries included.
+const holdSignalTimeout = 40 * time.Second
+
+// signalHold tells the held party by re-INVITE (sendonly on hold, sendrecv
+// on unhold) so its phone shows it. The music already plays: a peer that
+// refuses keeps its music hold, and the call gets a warning. Actions in a
+// quick row converge on the last one's state.
+func (c *Call) signalHold(d holdSignaler) {
+	c.ctl.holdMu.Lock()
+	defer c.ctl.holdMu.Unlock()
+	want := c.stream.PeerHeld()
+	if want == c.ctl.holdSignaled {
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, holdSignalTimeout)
+	defer cancel()
+	op, signal := "hold", d.Hold
+	if !want {
+		op, signal = "resume", d.Resume
+	}
+	if err := signal(ctx); err != nil {
+		if c.ctx.Err() != nil {
+			return // the call ended meanwhile
+		}
+		c.log.Info("api hold: re-INVITE refused", "op", op, "err", err)
+		c.warn(fmt.Sprintf("api %s: the re-INVITE failed (the music hold stands): %v", op, err))
+		c.update(func(*store.Call) {}) // the warning is on the record now
+		return
+	}
+	c.ctl.holdSignaled = want
 }
 
 // apiRecordingStart starts a recording the way recording_start does

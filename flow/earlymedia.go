@@ -2,7 +2,6 @@ package flow
 
 import (
 	"context"
-	"net/netip"
 
 	"github.com/voxbridge/voxbridge/media"
 	"github.com/voxbridge/voxbridge/sip/sdp"
@@ -149,26 +148,6 @@ func streamDone(s *media.Stream) bool {
 	default:
 		return false
 	}
-}
-
-// followAnswer points a stream started early at what the answer named,
-// when that differs from the early media's SDP.
-func (b *bLeg) followAnswer() error {
-	n := b.out.Negotiated
-	remote := netip.AddrPortFrom(n.RemoteAddr.Addr().Unmap(), n.RemoteAddr.Port())
-	if remote.IsValid() && remote != b.stream.Remote() {
-		if err := b.stream.SetRemote(remote, n.RemoteRTCPAddr); err != nil {
-			return err
-		}
-	}
-	if cur := b.stream.Codec(); cur.Name != n.Codec.Name || cur.PayloadType != n.Codec.PayloadType {
-		codec, err := media.CodecByName(n.Codec.Name, n.Codec.PayloadType)
-		if err != nil {
-			return err
-		}
-		return b.stream.SetCodec(codec)
-	}
-	return nil
 }
 
 // answerAfterEarlyMedia sends the 200 a caller is owed once early media

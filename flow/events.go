@@ -8,17 +8,23 @@ import (
 
 // Event types published on the bus.
 const (
-	EventCallCreated      = "call.created"
-	EventCallRinging      = "call.ringing"
-	EventCallAnswered     = "call.answered"
-	EventCallHangup       = "call.hangup"
-	EventDTMF             = "dtmf"
-	EventActionExecuted   = "action.executed"
-	EventTranscriptPart   = "transcript.partial"
-	EventTranscriptFinal  = "transcript.final"
-	EventAgentTurn        = "agent.turn"
-	EventRecordingReady   = "recording.ready"
-	EventTaskStatusChange = "task.updated"
+	EventCallCreated     = "call.created"
+	EventCallRinging     = "call.ringing"
+	EventCallAnswered    = "call.answered"
+	EventCallHangup      = "call.hangup"
+	EventDTMF            = "dtmf"
+	EventActionExecuted  = "action.executed"
+	EventTranscriptPart  = "transcript.partial"
+	EventTranscriptFinal = "transcript.final"
+	EventAgentTurn       = "agent.turn"
+	EventRecordingReady  = "recording.ready"
+	// A task's life (flow/tasks.go); data is the task. task.started
+	// carries the attempt's call_id, completed and failed the last one's.
+	EventTaskCreated   = "task.created"
+	EventTaskStarted   = "task.started"
+	EventTaskCompleted = "task.completed"
+	EventTaskFailed    = "task.failed"
+	EventTaskCancelled = "task.cancelled"
 )
 
 // Event is one state change, as subscribers (the live websocket, webhooks)

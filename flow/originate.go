@@ -100,7 +100,7 @@ type origination struct {
 	trunk *store.Trunk
 	dlg   *outDialog
 	// won is the attempt that was answered; the call's media takes over
-	// its socket, and its record is finalised when the call ends.
+	// its socket. It has no record: the call's record is the INVITE's.
 	won *bLeg
 }
 
@@ -388,8 +388,12 @@ func (c *Call) originate(d Dialer, p *program) {
 			attempts[i].mediaHost = o.trunk.Host
 		}
 	}
-	if o.req.CallerName != "" {
-		for i := range attempts {
+	for i := range attempts {
+		// One call, one record: its INVITEs (several when an extension
+		// has several phones) are told by the call's own record, not
+		// records of their own that would list and count it again.
+		attempts[i].callRecord = true
+		if o.req.CallerName != "" {
 			attempts[i].req.From.Name = o.req.CallerName
 		}
 	}
@@ -417,7 +421,7 @@ func (c *Call) originate(d Dialer, p *program) {
 		c.mu.Lock()
 		reason := c.localReason
 		c.mu.Unlock()
-		won.end(reason) // the attempt's own record, after the call's
+		won.end(reason) // its socket, if answer did not take it
 	}()
 	if err := c.answer(c.ctx); err != nil {
 		c.log.Error("originate: media", "err", err)
@@ -534,14 +538,50 @@ func (r *ringRelay) stop() {
 // the dialing. Done is the answered leg's; before the answer it is nil (a
 // channel that never fires), so callers must not keep it across the answer.
 type outDialog struct {
-	mu  sync.Mutex
-	out *sip.OutLeg
+	mu       sync.Mutex
+	out      *sip.OutLeg
+	onChange func(sip.MediaChange)
 }
 
 func (d *outDialog) set(out *sip.OutLeg) {
 	d.mu.Lock()
 	d.out = out
+	f := d.onChange
 	d.mu.Unlock()
+	if f != nil {
+		out.OnMediaChange(f)
+	}
+}
+
+// OnMediaChange has the answered leg report the callee's re-INVITEs and
+// UPDATEs (and our Hold/Resume) to f, like an inbound leg's.
+func (d *outDialog) OnMediaChange(f func(sip.MediaChange)) {
+	d.mu.Lock()
+	d.onChange = f
+	l := d.out
+	d.mu.Unlock()
+	if l != nil {
+		l.OnMediaChange(f)
+	}
+}
+
+// errNoDialog: hold before the callee answered.
+var errNoDialog = errors.New("the callee has not answered")
+
+// Hold puts the callee on hold by re-INVITE (sendonly).
+func (d *outDialog) Hold(ctx context.Context) error {
+	if l := d.leg(); l != nil {
+		return l.Hold(ctx)
+	}
+	return errNoDialog
+}
+
+// Resume takes the callee off hold by re-INVITE (sendrecv).
+func (d *outDialog) Resume(ctx context.Context) error {
+	if l := d.leg(); l != nil {
+		return l.Resume(ctx)
+	}
+	return errNoDialog
 }
 
 func (d *outDialog) leg() *sip.OutLeg {
@@ -559,7 +599,7 @@ func (d *outDialog) SIPCallID() string {
 
 func (d *outDialog) Media() sdp.Negotiated {
 	if l := d.leg(); l != nil {
-		return l.Negotiated
+		return l.Media()
 	}
 	return sdp.Negotiated{}
 }

@@ -131,22 +131,69 @@ func TestOriginateBusy(t *testing.T) {
 	if got := strings.Join(types, " "); got != "call.created call.ringing call.hangup" {
 		t.Fatalf("events: %s", got)
 	}
-	// The INVITE's own record is final too, linked to the call.
+	// One call, one record: the INVITE has none of its own.
 	calls, _, err := db.ListCalls(context.Background(), store.ListOptions{}, store.CallFilter{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var legs int
-	for _, c := range calls {
-		if c.MasterCallID == rec.ID {
-			legs++
-			if c.Status != store.StatusHangup || c.SIPCode != 486 {
-				t.Fatalf("attempt record: %+v", c)
+	if len(calls) != 1 || calls[0].ID != rec.ID || ct.LiveCalls() != 0 {
+		t.Fatalf("records %+v, %d live calls; want only the call's", calls, ct.LiveCalls())
+	}
+}
+
+// An extension with two phones rings both: still one record (no record
+// per INVITE), one ringing event however many ring, and the worst failure
+// (busy) on it.
+func TestOriginateRingAllOneRecord(t *testing.T) {
+	d := &fakeDialer{
+		contacts: []store.Registration{
+			{Extension: "1001", Contact: "sip:1001@127.0.0.1:5098", SourceAddr: "127.0.0.1:5098", Transport: "udp"},
+			{Extension: "1001", Contact: "sip:1001@127.0.0.1:5099", SourceAddr: "127.0.0.1:5099", Transport: "udp"},
+		},
+		outcome: func(ctx context.Context, r sip.DialRequest) error {
+			r.OnProgress(sip.Progress{Code: 180, Reason: "Ringing"})
+			if strings.HasSuffix(r.Binding.Contact, ":5098") {
+				return &sip.DialError{Reason: store.ReasonBusy, Code: 486, Status: "Busy Here"}
 			}
+			return &sip.DialError{Reason: store.ReasonNoAnswer, Code: 480, Status: "Temporarily Unavailable"}
+		},
+	}
+	ct, db, bus := originateController(t, d)
+	sub := bus.Subscribe(64, nil)
+	defer sub.Close()
+	ctx := context.Background()
+	ext := store.Extension{Number: "1001", Enabled: true}
+	if err := ext.SetPassword("voxbridge", "secret-1001"); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.CreateExtension(ctx, &ext); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := ct.Originate(ctx, OriginateRequest{To: "1001", Actions: inline})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := finalRecord(t, db, rec.ID); f.HangupReason != store.ReasonBusy || f.SIPCode != 486 || f.TMRinging == nil {
+		t.Fatalf("final record: %+v", f)
+	}
+	if n := len(d.requests()); n != 2 {
+		t.Fatalf("%d INVITEs, want one per phone", n)
+	}
+	calls, _, err := db.ListCalls(ctx, store.ListOptions{}, store.CallFilter{})
+	if err != nil || len(calls) != 1 {
+		t.Fatalf("records %+v (%v), want the call's only", calls, err)
+	}
+	var types []string
+	for len(types) == 0 || types[len(types)-1] != EventCallHangup {
+		select {
+		case ev := <-sub.C:
+			types = append(types, ev.Type)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("events so far: %v", types)
 		}
 	}
-	if legs != 1 || ct.LiveCalls() != 0 {
-		t.Fatalf("%d attempt records, %d live calls", legs, ct.LiveCalls())
+	if got := strings.Join(types, " "); got != "call.created call.ringing call.hangup" {
+		t.Fatalf("events: %s", got)
 	}
 }
 

@@ -43,7 +43,10 @@ func (c *Call) finishRecording() {
 	}
 	status, msg := store.RecordingCompleted, ""
 	if err := c.recorder.Close(); err != nil {
+		// A write failed (a full disk): the call went on unrecorded from
+		// there, and its record says so.
 		status, msg = store.RecordingFailed, err.Error()
+		c.warn("recording: " + msg)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()

@@ -84,7 +84,7 @@ func (c *Call) talkAudio(ctx context.Context, o *TalkOption) ([]int16, error) {
 	if o.Language != "" {
 		lang = o.Language
 	}
-	key := agent.CacheKey{Text: text, Voice: voice, Provider: def.TTS.Provider, Model: def.TTS.Model, Language: lang}
+	key := agent.PhraseKey(def.TTS, text, voice, lang)
 	pcm, ok := agent.DefaultCache.Get(key)
 	if !ok {
 		p, err := c.ct.providersFor(agent.Definition{TTS: def.TTS})

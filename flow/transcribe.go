@@ -113,9 +113,6 @@ type transcriber struct {
 	stop  chan struct{}              // closed by transcribe_stop
 	done  chan struct{}              // closed when every lane has ended
 	once  sync.Once
-
-	mu   sync.Mutex // guards next
-	next int        // transcript index of the next turn
 }
 
 // transcribeLane is one direction: packets in, turns out.
@@ -179,7 +176,6 @@ func (c *Call) startTranscription(ctx context.Context, o *TranscribeStartOption,
 		}
 		t.lanes[d] = &transcribeLane{role: role, packets: make(chan tappedPacket, transcribeQueue), stt: st}
 	}
-	t.next = c.nextTranscriptIndex()
 	var wg sync.WaitGroup
 	for _, l := range t.lanes {
 		wg.Add(1)
@@ -225,18 +221,6 @@ func (c *Call) sttConfig(o *TranscribeStartOption) (agent.ProviderConfig, string
 	}
 	cfg.Language = lang
 	return cfg, lang, nil
-}
-
-// nextTranscriptIndex is the index after the call's stored turns, so a
-// transcription does not overwrite an earlier agent's turns.
-func (c *Call) nextTranscriptIndex() int {
-	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-	defer cancel()
-	turns, err := c.ct.cfg.Store.ListTranscript(ctx, c.ID())
-	if err != nil || len(turns) == 0 {
-		return 0
-	}
-	return turns[len(turns)-1].Index + 1
 }
 
 // stopTranscription is transcribe_stop: it waits for the last finals.
@@ -447,11 +431,7 @@ func (t *transcriber) runLane(l *transcribeLane) {
 
 // putTurn stores one final turn and publishes it.
 func (t *transcriber) putTurn(role, text string, start, end time.Time) {
-	t.mu.Lock()
-	idx := t.next
-	t.next++
-	t.mu.Unlock()
-	turn := agent.Turn{Index: idx, Role: role, Kind: agent.KindSpeech, Text: text, Start: start.UTC(), End: end.UTC(), Final: true}
+	turn := agent.Turn{Index: t.c.turns.take(), Role: role, Kind: agent.KindSpeech, Text: text, Start: start.UTC(), End: end.UTC(), Final: true}
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()
 	t.c.putTurn(ctx, turn)

@@ -38,6 +38,11 @@ type TransferOption struct {
 	// allowed. AgentID names the agent whose voice speaks it.
 	Announce string `json:"announce,omitempty"`
 	AgentID  string `json:"agent_id,omitempty"`
+	// Method (blind only) is bridge (default: we ring the destination and
+	// stay in the media path), refer (a call from a trunk to a number:
+	// first ask the carrier to transfer it by REFER, bridging if it
+	// refuses) or auto (refer only when the carrier lists REFER in Allow).
+	Method string `json:"method,omitempty"`
 }
 
 func init() { actionTypes["transfer"] = define(compileTransfer) }
@@ -56,6 +61,14 @@ func compileTransfer(o *TransferOption) (step, error) {
 	if o.TimeoutS > 0 {
 		p.timeout = time.Duration(o.TimeoutS) * time.Second
 	}
+	switch o.Method {
+	case "", TransferMethodBridge, TransferMethodRefer, TransferMethodAuto:
+	default:
+		return step{}, badField("method", "must be bridge, refer or auto, not %q", o.Method)
+	}
+	if o.Method != "" && o.Method != TransferMethodBridge && o.Mode == TransferWarm {
+		return step{}, badField("method", "a warm transfer is always bridged")
+	}
 	switch o.Mode {
 	case "", TransferBlind:
 		if o.Announce != "" || o.AgentID != "" {
@@ -63,6 +76,11 @@ func compileTransfer(o *TransferOption) (step, error) {
 		}
 		// A one-destination connect that ends the flow once bridged.
 		return seq(p.timeout+maxBridge, func(ctx context.Context, r *run) (string, error) {
+			if o.Method == TransferMethodRefer || o.Method == TransferMethodAuto {
+				if r.c.referTransfer(ctx, p, o.Method) { // refer.go
+					return "", errStop
+				}
+			}
 			err := r.c.connect(ctx, p)
 			if res, ok := r.c.getVar(VarConnectResult); ok {
 				r.c.setVar(VarTransferResult, res)
