@@ -52,6 +52,8 @@ type Config struct {
 	Control CallController
 	// Originator places outbound calls (POST /v1/calls); nil answers 503.
 	Originator Originator
+	// Tasks schedules outbound calls (/v1/tasks writes); nil answers 503.
+	Tasks TaskScheduler
 	// Now is the clock for rate limits and sessions (nil: time.Now).
 	Now func() time.Time
 	// Agents is the running server's agent registry, which /v1/agents
@@ -60,6 +62,9 @@ type Config struct {
 	// SIPRealm is the digest realm extension and inbound trunk passwords
 	// are hashed for (empty: "voxbridge", the SIP server's default).
 	SIPRealm string
+	// CaptureDir is where serve --capture-dir writes each call's
+	// <call id>.pcap, for GET /v1/calls/{id}/capture; empty: capture is off.
+	CaptureDir string
 }
 
 const (

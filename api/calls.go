@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/voxbridge/voxbridge/agent"
 	"github.com/voxbridge/voxbridge/store"
 )
 
@@ -46,7 +47,8 @@ func (s *Server) writePage(w http.ResponseWriter, what string, result any, next 
 }
 
 // callFilter reads the call list's filters: status (comma list),
-// direction, and from/to (RFC 3339) on the creation time.
+// direction, agent (the agent.id an ai_talk ran), and the creation time
+// window from/to (RFC 3339), also spelled created_after/created_before.
 func callFilter(q url.Values) (store.CallFilter, *apiError) {
 	var f store.CallFilter
 	if v := q.Get("status"); v != "" {
@@ -64,10 +66,23 @@ func callFilter(q url.Values) (store.CallFilter, *apiError) {
 			return f, badField("direction", "must be incoming or outgoing")
 		}
 	}
+	f.AgentID = q.Get("agent")
+	fromName, toName := "from", "to" // as the caller spelled them, for errors
 	for _, t := range []struct {
-		name string
-		to   *time.Time
-	}{{"from", &f.From}, {"to", &f.To}} {
+		name, alias string
+		to          *time.Time
+	}{{"from", "created_after", &f.From}, {"to", "created_before", &f.To}} {
+		if q.Has(t.name) && q.Has(t.alias) {
+			return f, badField(t.alias, "give "+t.name+" or "+t.alias+", not both: they are the same bound")
+		}
+		if q.Has(t.alias) {
+			t.name = t.alias
+			if t.to == &f.From {
+				fromName = t.alias
+			} else {
+				toName = t.alias
+			}
+		}
 		if v := q.Get(t.name); v != "" {
 			tm, err := time.Parse(time.RFC3339Nano, v)
 			if err != nil {
@@ -77,7 +92,7 @@ func callFilter(q url.Values) (store.CallFilter, *apiError) {
 		}
 	}
 	if !f.From.IsZero() && !f.To.IsZero() && !f.From.Before(f.To) {
-		return f, badField("to", "must be after from")
+		return f, badField(toName, "must be after "+fromName)
 	}
 	return f, nil
 }
@@ -107,17 +122,22 @@ func (s *Server) getCall(w http.ResponseWriter, r *http.Request) {
 		internalError(w)
 		return
 	}
-	actions, err := s.store.ListActionRuns(r.Context(), c.ID)
-	if err != nil {
-		s.log.Error("get call actions", "err", err)
+	actions, aerr := s.store.ListActionRuns(r.Context(), c.ID)
+	recs, rerr := s.store.ListRecordings(r.Context(), c.ID)
+	latency, lerr := s.store.ListTurnLatency(r.Context(), c.ID)
+	if err := errors.Join(aerr, rerr, lerr); err != nil {
+		s.log.Error("get call", "call_id", c.ID, "err", err)
 		internalError(w)
 		return
 	}
-	writeJSON(w, http.StatusOK, callView{Call: c, Actions: actions})
+	writeJSON(w, http.StatusOK, callView{Call: c, Actions: actions, Recordings: viewRecordings(recs), Latency: latencySummary(latency)})
 }
 
-// callView is a call with the actions its flows executed.
+// callView is a call with the actions its flows executed, its recordings
+// and, when an agent talked, the summary of its turns' latency.
 type callView struct {
 	*store.Call
-	Actions []store.ActionRun `json:"actions"`
+	Actions    []store.ActionRun     `json:"actions"`
+	Recordings []recordingView       `json:"recordings"`
+	Latency    *agent.LatencySummary `json:"latency"`
 }

@@ -45,7 +45,8 @@ func (c EventsConfig) withDefaults() EventsConfig {
 var EventTypes = []string{
 	flow.EventCallCreated, flow.EventCallRinging, flow.EventCallAnswered, flow.EventCallHangup,
 	flow.EventDTMF, flow.EventActionExecuted, flow.EventTranscriptPart, flow.EventTranscriptFinal,
-	flow.EventAgentTurn, flow.EventRecordingReady, flow.EventTaskStatusChange,
+	flow.EventAgentTurn, flow.EventRecordingReady,
+	flow.EventTaskCreated, flow.EventTaskStarted, flow.EventTaskCompleted, flow.EventTaskFailed, flow.EventTaskCancelled,
 }
 
 // checkEventTypes validates a filter list; field names the parameter.

@@ -20,10 +20,11 @@ import (
 )
 
 // The fake voice speaks each kind of phrase at its own pitch, so what the
-// caller hears says what the agent said: replies at 600 Hz, the apology at
-// 900 Hz, goodbyes at 1200 Hz.
+// caller hears says what the agent said: replies at 600 Hz, the filler
+// ("One moment.") at 750 Hz, the apology at 900 Hz, goodbyes at 1200 Hz.
 const (
 	replyHz   = 600
+	fillerHz  = 750
 	apologyHz = 900
 	goodbyeHz = 1200
 )
@@ -35,6 +36,8 @@ func agentVoice(text string) []int16 {
 		hz = apologyHz
 	case strings.Contains(text, "Goodbye"):
 		hz = goodbyeHz
+	case strings.Contains(text, "moment"): // agent.DefaultFiller
+		hz = fillerHz
 	}
 	return media.Tone(hz, time.Duration(len(text))*40*time.Millisecond, 0.5)
 }
@@ -60,6 +63,13 @@ type sipAgent struct {
 // whose providers are fakes started here with these options.
 func startSIPAgent(t *testing.T, dgOpt fake.DeepgramOptions, script fake.OpenAIScript) *sipAgent {
 	t.Helper()
+	return startSIPAgentWith(t, dgOpt, script, "", nil)
+}
+
+// startSIPAgentWith is startSIPAgent with another flow (its JSON; "" for
+// answer, ai_talk desk, hangup) and changes to the agent's definition.
+func startSIPAgentWith(t *testing.T, dgOpt fake.DeepgramOptions, script fake.OpenAIScript, flowJSON string, change func(*agent.Definition)) *sipAgent {
+	t.Helper()
 	a := &sipAgent{
 		voice: fmt.Sprintf("sipe2evoice%d", sipVoices.Add(1)),
 		dg:    fake.NewDeepgram(t, dgOpt),
@@ -74,11 +84,17 @@ func startSIPAgent(t *testing.T, dgOpt fake.DeepgramOptions, script fake.OpenAIS
 		TTS:             &agent.ProviderConfig{Provider: "elevenlabs", BaseURL: a.el.URL(), APIKey: "k", Voice: a.voice},
 		Fallback:        agent.Fallback{Goodbye: "Goodbye."},
 	}
+	if change != nil {
+		change(&def)
+	}
 	agents := flow.NewAgents()
 	if err := agents.Put(def); err != nil {
 		t.Fatal(err)
 	}
-	f := mustFlow(t, `{"id":"desk","actions":[{"type":"answer"},{"type":"ai_talk","option":{"agent_id":"desk"}},{"type":"hangup"}]}`)
+	if flowJSON == "" {
+		flowJSON = `{"id":"desk","actions":[{"type":"answer"},{"type":"ai_talk","option":{"agent_id":"desk"}},{"type":"hangup"}]}`
+	}
+	f := mustFlow(t, flowJSON)
 	a.inst, _ = testServerWith(t, instanceOptions{flow: f, agents: agents}, nil)
 	return a
 }
@@ -235,13 +251,9 @@ func TestAgentBargeInOverSIP(t *testing.T) {
 
 // A short "uh-huh" while the agent talks is a backchannel: it does not
 // take the turn. The answer reaches the caller whole (all of its audio is
-// heard), it is stored whole and not interrupted, and the model is not
-// asked to answer "uh-huh".
-//
-// Today the agent still pauses for the resume delay (about 1.5 s) before
-// going on: the VAD's hangover counts toward the barge-in's minimum speech,
-// so a 240 ms "uh-huh" flushes first and resumes once its transcript has no
-// words. The test logs that pause; see the report of issue 5.
+// heard) without a pause (a flush would leave the 1.5 s resume delay, or
+// at least the wait for the transcript), it is stored whole and not
+// interrupted, and the model is not asked to answer "uh-huh".
 func TestAgentBackchannelOverSIP(t *testing.T) {
 	a := startSIPAgent(t, fake.DeepgramOptions{Utterances: []string{"Tell me about the menu.", "uh-huh"}},
 		fake.OpenAIScript{Chat: []fake.ChatReply{{Text: longReply}}, ChatFunc: func(fake.ChatRequest) fake.ChatReply {
@@ -292,6 +304,9 @@ func TestAgentBackchannelOverSIP(t *testing.T) {
 	if got < want*9/10 {
 		t.Fatalf("the caller heard %v of the %v answer: the backchannel cut it", got, want)
 	}
+	if pause := time.Duration(longestGap) * 100 * time.Millisecond; pause > 600*time.Millisecond {
+		t.Fatalf("the answer paused for %v at the backchannel", pause)
+	}
 	if err := call.Hangup(bctx(t)); err != nil {
 		t.Fatal(err)
 	}
@@ -316,7 +331,8 @@ func TestAgentBackchannelOverSIP(t *testing.T) {
 // middle of a reply. Each time the caller hears the apology (pre-rendered,
 // so it plays even when the TTS is what failed), the agent hangs up, and
 // the record says which provider failed; nothing of the agent is left
-// running.
+// running. A hanging LLM is covered by the filler first, and the silence
+// before the apology is bounded by llm.first_token_timeout_ms × (retries+1).
 func TestAgentProviderFailuresOverSIP(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
@@ -328,13 +344,17 @@ func TestAgentProviderFailuresOverSIP(t *testing.T) {
 		breakEL bool // the TTS drops its connections from the caller's question on
 		goodbye bool // the goodbye follows the apology (the TTS still works)
 		wait    time.Duration
+		// firstTokenMS sets llm.first_token_timeout_ms (retries stay at
+		// their default, 1); with it the filler must come before the
+		// apology, within the bound.
+		firstTokenMS int
 	}{
 		{name: "llm 500", provider: "llm", speak: true, goodbye: true, wait: 30 * time.Second,
 			chat: func(fake.ChatRequest) fake.ChatReply {
 				return fake.ChatReply{Fault: fake.OpenAIFault{Status: 500, Message: "The server had an error"}}
 			}},
-		// Three attempts of the 10 s LLM timeout: the longest case.
-		{name: "llm hangs", provider: "llm", speak: true, goodbye: true, wait: 90 * time.Second,
+		// Two attempts of a 2 s first-token timeout.
+		{name: "llm hangs", provider: "llm", speak: true, goodbye: true, wait: 30 * time.Second, firstTokenMS: 2000,
 			chat: func(fake.ChatRequest) fake.ChatReply { return fake.ChatReply{Fault: fake.OpenAIFault{Hang: true}} }},
 		{name: "stt drops", provider: "stt", goodbye: true, wait: 45 * time.Second,
 			dg: fake.DeepgramOptions{Failure: fake.DeepgramFailure{DropAfter: 2 * time.Second}}},
@@ -346,7 +366,9 @@ func TestAgentProviderFailuresOverSIP(t *testing.T) {
 			if chat == nil {
 				chat = func(fake.ChatRequest) fake.ChatReply { return fake.ChatReply{Text: longReply} }
 			}
-			a := startSIPAgent(t, tc.dg, fake.OpenAIScript{ChatFunc: chat})
+			a := startSIPAgentWith(t, tc.dg, fake.OpenAIScript{ChatFunc: chat}, "", func(d *agent.Definition) {
+				d.LLM.FirstTokenTimeoutMS = tc.firstTokenMS
+			})
 			call := dialTest(t, a.inst)
 			mark := 0 // what the caller hears from the question on
 			if tc.speak {
@@ -355,7 +377,8 @@ func TestAgentProviderFailuresOverSIP(t *testing.T) {
 				if tc.breakEL {
 					// The apology is rendered at the start, while the TTS works.
 					waitFor(t, "the apology to be rendered", 15*time.Second, func() bool {
-						_, ok := agent.DefaultCache.Get(agent.CacheKey{Text: agent.DefaultApology, Provider: "elevenlabs", Voice: a.voice})
+						tts := &agent.ProviderConfig{Provider: "elevenlabs", BaseURL: a.el.URL(), Voice: a.voice}
+						_, ok := agent.DefaultCache.Get(agent.PhraseKey(tts, agent.DefaultApology, "", ""))
 						return ok
 					})
 					a.el.SetFailure(fake.ElevenLabsFailure{DropAfterChunks: 1})
@@ -363,16 +386,30 @@ func TestAgentProviderFailuresOverSIP(t *testing.T) {
 				mark = call.HeardLen()
 				<-call.Play(espeakWAV(t, "s1.wav"))
 			}
+			questionEnd := call.HeardLen() - mark
 			select {
 			case <-call.Done():
 			case <-time.After(tc.wait):
 				t.Fatalf("the agent did not hang up within %v of the failure", tc.wait)
 			}
 			heard := call.Heard()[mark:]
-			if got := toneSequence(heard, replyHz, apologyHz, goodbyeHz); !slices.Contains(got, apologyHz) ||
-				tc.goodbye != slices.Contains(got, goodbyeHz) {
+			got := toneSequence(heard, replyHz, fillerHz, apologyHz, goodbyeHz)
+			if !slices.Contains(got, apologyHz) || tc.goodbye != slices.Contains(got, goodbyeHz) {
 				t.Fatalf("the caller heard tones %v (reply %d, apology %d, goodbye %d Hz), want the apology (and goodbye: %v)",
 					got, replyHz, apologyHz, goodbyeHz, tc.goodbye)
+			}
+			if tc.firstTokenMS > 0 {
+				if f := slices.Index(got, fillerHz); f < 0 || f > slices.Index(got, apologyHz) {
+					t.Fatalf("the caller heard tones %v, want the filler (%d Hz) before the apology (%d Hz)", got, fillerHz, apologyHz)
+				}
+				// The question's end to the apology: two attempts of the
+				// timeout, plus the transcript, the endpoint and the network.
+				apology := replyStarts(t, call, mark+questionEnd, apologyHz) - mark - questionEnd
+				silence := time.Duration(apology) * time.Second / media.SampleRate
+				t.Logf("the caller's question to the apology: %v", silence)
+				if bound := 2*time.Duration(tc.firstTokenMS)*time.Millisecond + 2*time.Second; silence > bound {
+					t.Fatalf("%v between the question and the apology, want at most %v", silence, bound)
+				}
 			}
 			if !call.RemoteHungUp() {
 				t.Fatal("the call did not end with the agent's BYE")
@@ -397,5 +434,59 @@ func TestAgentProviderFailuresOverSIP(t *testing.T) {
 			}
 			noAgentGoroutines(t)
 		})
+	}
+}
+
+// A live transcription started before ai_talk and the agent write the same
+// call's transcript: every turn of both is kept, each under its own index
+// (they once both counted from 0 and overwrote each other).
+func TestAgentTurnsBesideTranscriptionOverSIP(t *testing.T) {
+	const question = "Tell me about the menu."
+	a := startSIPAgentWith(t, fake.DeepgramOptions{Utterances: []string{question}},
+		fake.OpenAIScript{ChatFunc: func(fake.ChatRequest) fake.ChatReply { return fake.ChatReply{Text: "Of course."} }},
+		`{"id":"desk","actions":[{"type":"answer"},
+		  {"type":"transcribe_start","option":{"agent_id":"desk","direction":"in"}},
+		  {"type":"ai_talk","option":{"agent_id":"desk"}},{"type":"hangup"}]}`, nil)
+	call := greeted(t, a)
+	mark := call.HeardLen()
+	<-call.Play(agenttest.Speech(1500 * time.Millisecond))
+	replyStarts(t, call, mark, replyHz)
+	// The agent's greeting, the caller's turn and the answer; and the
+	// transcription's own turn for the caller. Turns that collide share an
+	// index and overwrite each other, so with a collision these are never
+	// all stored.
+	var turns []store.TranscriptTurn
+	has := func(role, kind, text string, n int) bool {
+		got := 0
+		for _, tt := range turns {
+			if tt.Role == role && tt.Kind == kind && tt.Text == text {
+				got++
+			}
+		}
+		return got >= n
+	}
+	callID := answeredCallID(t, a.inst)
+	complete := func() bool {
+		var err error
+		if turns, err = a.inst.db.ListTranscript(bctx(t), callID); err != nil {
+			t.Fatal(err)
+		}
+		return has(agent.RoleAssistant, agent.KindGreeting, "Hello.", 1) && has(agent.RoleUser, agent.KindSpeech, question, 2) &&
+			has(agent.RoleAssistant, agent.KindReply, "Of course.", 1)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for !complete() && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+	}
+	if !complete() {
+		var rows []string
+		for _, tt := range turns {
+			rows = append(rows, fmt.Sprintf("%d %s/%s %q", tt.Index, tt.Role, tt.Kind, tt.Text))
+		}
+		t.Fatalf("stored turns:\n%s\nwant the greeting, the answer, and the caller's question from both the agent and the transcription",
+			strings.Join(rows, "\n"))
+	}
+	if err := call.Hangup(bctx(t)); err != nil {
+		t.Fatal(err)
 	}
 }

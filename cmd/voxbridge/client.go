@@ -10,6 +10,8 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -184,6 +186,8 @@ func runCalls(args []string, env cliEnv) error {
 		"hangup": callActionVerbs["hangup"], "transfer": callActionVerbs["transfer"], "talk": callActionVerbs["talk"],
 		"dtmf": callActionVerbs["dtmf"], "mute": callActionVerbs["mute"], "unmute": callActionVerbs["unmute"],
 		"hold": callActionVerbs["hold"], "unhold": callActionVerbs["unhold"],
+		"recording": callsDownload("recording", "/recording", "the call's recording (WAV)"),
+		"capture":   callsDownload("capture", "/capture", "the call's packet capture (pcap)"),
 	})
 }
 
@@ -195,6 +199,7 @@ func callsList(args []string, env cliEnv) error {
 	direction := fs.String("direction", "", "only incoming or outgoing calls")
 	from := fs.String("from", "", "only calls created at or after this RFC 3339 time")
 	to := fs.String("to", "", "only calls created before this RFC 3339 time")
+	agentID := fs.String("agent", "", "only calls this agent (id) talked on")
 	size := fs.Int("page-size", 20, "calls per page (1-100)")
 	token := fs.String("page-token", "", "the page to show (printed after a page that has a next one)")
 	asJSON := fs.Bool("json", false, "print the API's answer as JSON")
@@ -206,7 +211,7 @@ func callsList(args []string, env cliEnv) error {
 		return err
 	}
 	q := url.Values{}
-	for k, v := range map[string]string{"status": *status, "direction": *direction, "from": *from, "to": *to, "page_token": *token} {
+	for k, v := range map[string]string{"status": *status, "direction": *direction, "agent": *agentID, "from": *from, "to": *to, "page_token": *token} {
 		if v != "" {
 			q.Set(k, v)
 		}
@@ -254,15 +259,32 @@ func callsGet(args []string, env cliEnv) error {
 	if err != nil {
 		return err
 	}
-	var call struct {
-		store.Call
-		Actions []store.ActionRun `json:"actions"`
-	}
-	if err := c.do("GET", "/v1/calls/"+url.PathEscape(pos[0]), nil, &call); err != nil {
+	// --json prints the answer as it came, every field of it.
+	var raw json.RawMessage
+	if err := c.do("GET", "/v1/calls/"+url.PathEscape(pos[0]), nil, &raw); err != nil {
 		return err
 	}
 	if *asJSON {
-		return printJSON(env.stdout, call)
+		return printJSON(env.stdout, raw)
+	}
+	var call struct {
+		store.Call
+		Actions    []store.ActionRun `json:"actions"`
+		Recordings []struct {
+			ID           string `json:"id"`
+			Status       string `json:"status"`
+			DurationMS   int64  `json:"duration_ms"`
+			Channels     int    `json:"channels"`
+			DownloadPath string `json:"download_path"`
+		} `json:"recordings"`
+		Latency *struct {
+			Turns int     `json:"turns"`
+			P50   float64 `json:"voice_to_voice_p50_ms"`
+			P95   float64 `json:"voice_to_voice_p95_ms"`
+		} `json:"latency"`
+	}
+	if err := json.Unmarshal(raw, &call); err != nil {
+		return fmt.Errorf("API: decoding the call: %w", err)
 	}
 	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
 	row := func(k string, v any) { fmt.Fprintf(tw, "%s\t%v\n", k, v) }
@@ -281,6 +303,15 @@ func callsGet(args []string, env cliEnv) error {
 	row("dtmf", call.DTMF)
 	row("rtp in/out/lost", fmt.Sprintf("%d/%d/%d", call.RTPPacketsIn, call.RTPPacketsOut, call.RTPPacketsLost))
 	row("flow", call.FlowID)
+	if q := call.Quality; q != nil {
+		row("quality", fmt.Sprintf("MOS %.2f, jitter %.1f ms, RTT %.0f ms", q.MOS, q.JitterMS, q.RTTMS))
+	}
+	if l := call.Latency; l != nil {
+		row("voice-to-voice", fmt.Sprintf("p50 %.0f ms, p95 %.0f ms over %d turns", l.P50, l.P95, l.Turns))
+	}
+	for _, r := range call.Recordings {
+		row("recording", fmt.Sprintf("%s %s, %.1f s, %d channels: %s", r.ID, r.Status, float64(r.DurationMS)/1000, r.Channels, r.DownloadPath))
+	}
 	for _, w := range call.Warnings {
 		row("warning", w)
 	}
@@ -340,66 +371,106 @@ func flowsList(args []string, env cliEnv) error {
 	return tw.Flush()
 }
 
-func flowsCreate(args []string, env cliEnv) error {
-	fs := flag.NewFlagSet("flows create", flag.ContinueOnError)
-	fs.SetOutput(env.stderr)
-	client := apiFlags(fs, env)
-	replace := fs.Bool("replace", false, "replace the flow with the same id if there is one")
-	asJSON := fs.Bool("json", false, "print the stored flow as JSON")
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "Usage: voxbridge flows create [flags] FILE (JSON or YAML; the id defaults to the file name)")
-		fs.PrintDefaults()
-	}
-	pos, err := parseInterspersed(fs, args)
+// flowsCreate checks the file as flows validate would (so a bad one is
+// reported with its name before any request) and stores it.
+var flowsCreate = fileCreateCommand("flows", "as flows validate reads it", func(path string) (string, any, error) {
+	f, err := flow.ParseFile(path)
 	if err != nil {
-		return err
+		return "", nil, err
 	}
-	if len(pos) != 1 {
-		fs.Usage()
-		return errors.New("flows create: one flow file expected")
+	return f.ID, f, nil
+})
+
+var flowsDelete = apiDeleteCommand("flows")
+
+// callsDownload is "voxbridge calls recording|capture ID -o FILE": the
+// file the API serves under /v1/calls/ID<suffix>.
+func callsDownload(verb, suffix, what string) func([]string, cliEnv) error {
+	return func(args []string, env cliEnv) error {
+		fs := flag.NewFlagSet("calls "+verb, flag.ContinueOnError)
+		fs.SetOutput(env.stderr)
+		client := apiFlags(fs, env)
+		out := fs.String("o", "", "write "+what+" to this file (- for stdout)")
+		asJSON := fs.Bool("json", false, `print {"path","bytes"} as JSON instead of a sentence`)
+		pos, err := parseInterspersed(fs, args)
+		if err != nil {
+			return err
+		}
+		if len(pos) != 1 || *out == "" {
+			return fmt.Errorf("usage: voxbridge calls %s <call id> -o FILE", verb)
+		}
+		c, err := client()
+		if err != nil {
+			return err
+		}
+		path := "/v1/calls/" + url.PathEscape(pos[0]) + suffix
+		if *out == "-" {
+			_, err := c.download(path, env.stdout)
+			return err
+		}
+		n, err := c.downloadFile(path, *out)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(env.stdout, map[string]any{"path": *out, "bytes": n})
+		}
+		fmt.Fprintf(env.stdout, "%s of call %s written to %s (%d bytes)\n", verb, pos[0], *out, n)
+		return nil
 	}
-	f, err := flow.ParseFile(pos[0])
-	if err != nil {
-		return err
-	}
-	c, err := client()
-	if err != nil {
-		return err
-	}
-	var stored store.Flow
-	err = c.do("POST", "/v1/flows", f, &stored)
-	var ae *apiError
-	if *replace && errors.As(err, &ae) && ae.Code == "conflict" {
-		err = c.do("PUT", "/v1/flows/"+url.PathEscape(f.ID), f, &stored)
-	}
-	if err != nil {
-		return fmt.Errorf("%s: %w", pos[0], err)
-	}
-	if *asJSON {
-		return printJSON(env.stdout, stored)
-	}
-	fmt.Fprintf(env.stdout, "flow %s stored (%d actions)\n", stored.ID, len(f.Actions))
-	return nil
 }
 
-func flowsDelete(args []string, env cliEnv) error {
-	fs := flag.NewFlagSet("flows delete", flag.ContinueOnError)
-	fs.SetOutput(env.stderr)
-	client := apiFlags(fs, env)
-	pos, err := parseInterspersed(fs, args)
+// download copies a non-JSON answer (a file) to w. Unlike do, there is no
+// overall timeout: a long recording on a slow link must not be cut off;
+// the connection's own idle limits still apply.
+func (c *apiClient) download(path string, w io.Writer) (int64, error) {
+	req, err := http.NewRequest("GET", c.base+path, nil)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	if len(pos) != 1 {
-		return errors.New("usage: voxbridge flows delete <flow id>")
-	}
-	c, err := client()
+	req.Header.Set("Authorization", "Bearer "+c.key)
+	hc := *c.http
+	hc.Timeout = 0
+	res, err := hc.Do(req)
 	if err != nil {
-		return err
+		return 0, fmt.Errorf("API: %w", err)
 	}
-	if err := c.do("DELETE", "/v1/flows/"+url.PathEscape(pos[0]), nil, nil); err != nil {
-		return err
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(res.Body, 64<<10))
+		var eb struct {
+			Error *apiError `json:"error"`
+		}
+		if json.Unmarshal(b, &eb) != nil || eb.Error == nil {
+			return 0, fmt.Errorf("API: GET %s: %s: %.200s", path, res.Status, b)
+		}
+		eb.Error.Status = res.StatusCode
+		return 0, eb.Error
 	}
-	fmt.Fprintf(env.stdout, "flow %s deleted\n", pos[0])
-	return nil
+	n, err := io.Copy(w, res.Body)
+	if err != nil {
+		return n, fmt.Errorf("API: GET %s: %w", path, err)
+	}
+	return n, nil
+}
+
+// downloadFile downloads to a temporary file next to dst and renames it
+// into place, so a failed download never leaves a truncated dst.
+func (c *apiClient) downloadFile(path, dst string) (int64, error) {
+	f, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".*")
+	if err != nil {
+		return 0, err
+	}
+	n, err := c.download(path, f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), dst)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return 0, err
+	}
+	return n, nil
 }

@@ -72,6 +72,7 @@ type serveConfig struct {
 	SIPTCPIdle           string `yaml:"sip_tcp_idle"`
 	SIPMaxConnsPerSource string `yaml:"sip_max_conns_per_source"`
 	SIPMaxConns          string `yaml:"sip_max_conns"`
+	SIPKeepalive         string `yaml:"sip_keepalive"`
 	// HTTPTLSCert and HTTPTLSKey, together, serve the HTTP API over TLS.
 	HTTPTLSCert string `yaml:"http_tls_cert"`
 	HTTPTLSKey  string `yaml:"http_tls_key"`
@@ -134,6 +135,7 @@ var settings = []setting{
 	{"sip-tcp-idle", "VOXBRIDGE_SIP_TCP_IDLE", "a TCP/TLS connection without traffic this long is closed (default 10m)", func(c *serveConfig) *string { return &c.SIPTCPIdle }},
 	{"sip-max-conns-per-source", "VOXBRIDGE_SIP_MAX_CONNS_PER_SOURCE", "open TCP/TLS connections from one IP (default 32; 0: no limit)", func(c *serveConfig) *string { return &c.SIPMaxConnsPerSource }},
 	{"sip-max-conns", "VOXBRIDGE_SIP_MAX_CONNS", "open TCP/TLS connections in all (default 10000; 0: no limit)", func(c *serveConfig) *string { return &c.SIPMaxConns }},
+	{"sip-keepalive", "VOXBRIDGE_SIP_KEEPALIVE", "how often registered phones get a NAT keepalive (CRLF CRLF to where they registered from; default 25s; 0: none)", func(c *serveConfig) *string { return &c.SIPKeepalive }},
 	{"http-tls-cert", "VOXBRIDGE_HTTP_TLS_CERT", "PEM certificate (chain) for the HTTP API; with --http-tls-key serves HTTPS", func(c *serveConfig) *string { return &c.HTTPTLSCert }},
 	{"http-tls-key", "VOXBRIDGE_HTTP_TLS_KEY", "PEM private key of --http-tls-cert", func(c *serveConfig) *string { return &c.HTTPTLSKey }},
 }
@@ -208,7 +210,28 @@ func (c serveConfig) validate() error {
 	if _, err := c.protectConfig(); err != nil {
 		return err
 	}
+	if _, err := c.sipKeepalive(); err != nil {
+		return err
+	}
 	return nil
+}
+
+// sipKeepalive turns --sip-keepalive into the registrar's keepalive
+// period: 0 turns keepalives off (negative for the sip package), empty
+// keeps its default.
+func (c serveConfig) sipKeepalive() (time.Duration, error) {
+	v := strings.TrimSpace(c.SIPKeepalive)
+	if v == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 || (d > 0 && d < time.Second) {
+		return 0, fmt.Errorf("sip-keepalive: %q is not 0 or a duration of at least 1s (e.g. 25s)", c.SIPKeepalive)
+	}
+	if d == 0 {
+		return -1, nil
+	}
+	return d, nil
 }
 
 // advertiseIP picks the address peers should reach us at: the configured

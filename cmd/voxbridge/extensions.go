@@ -182,57 +182,103 @@ func yesNo(b bool) string {
 	return "no"
 }
 
+// runExtensions serves "voxbridge extensions": add|list|delete on the
+// database file, list|create|delete over the API (see useAPI for which).
 func runExtensions(args []string, env cliEnv) error {
-	return dispatch("extensions", args, env, map[string]func([]string, cliEnv) error{
+	return dispatchResource("extensions", args, env, map[string]func([]string, cliEnv) error{
 		"add": extensionsAdd, "list": extensionsList, "delete": extensionsDelete,
+	}, map[string]func([]string, cliEnv) error{
+		"add":    extensionsAddAPI,
+		"list":   apiListCommand("extensions", extensionTable),
+		"create": extensionsCreate,
+		"delete": apiDeleteCommand("extensions"),
 	})
 }
 
-func extensionsAdd(args []string, env cliEnv) error {
-	fs := flag.NewFlagSet("extensions add", flag.ContinueOnError)
-	fs.SetOutput(env.stderr)
-	db := dbFlag(fs, env)
-	number := fs.String("number", "", "extension number, 1 to 20 digits (required)")
-	username := fs.String("username", "", "digest user name the phone logs in with (default: the number)")
-	name := fs.String("name", "", "display name")
-	password := fs.String("password", "", "password (default: read from stdin); at least 8 characters")
-	realm := fs.String("realm", sip.DefaultRealm, "digest realm of the server")
-	callOut := fs.Bool("call-out", false, "allow calls to outside numbers through trunks")
-	disabled := fs.Bool("disabled", false, "create it disabled")
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "Usage: voxbridge extensions add --number N [flags]")
-		fs.PrintDefaults()
+// extensionsCreate stores an extension file (the API's extension object,
+// with its write-only password).
+var extensionsCreate = fileCreateCommand("extensions", "the API's extension object", func(path string) (string, any, error) {
+	return readResourceFile(path, "number")
+})
+
+var extensionsAdd, extensionsAddAPI = extensionsAddVia(false), extensionsAddVia(true)
+
+// extensionsAddVia is "extensions add" on the database or, with the same
+// flags, over the API (where the server's realm hashes the password).
+func extensionsAddVia(viaAPI bool) func([]string, cliEnv) error {
+	return func(args []string, env cliEnv) error {
+		fs := flag.NewFlagSet("extensions add", flag.ContinueOnError)
+		fs.SetOutput(env.stderr)
+		var db *string
+		var client func() (*apiClient, error)
+		if viaAPI {
+			client = apiFlags(fs, env)
+		} else {
+			db = dbFlag(fs, env)
+		}
+		number := fs.String("number", "", "extension number, 1 to 20 digits (required)")
+		username := fs.String("username", "", "digest user name the phone logs in with (default: the number)")
+		name := fs.String("name", "", "display name")
+		password := fs.String("password", "", "password (default: read from stdin); at least 8 characters")
+		realm := new(string)
+		if !viaAPI {
+			realm = fs.String("realm", sip.DefaultRealm, "digest realm of the server")
+		}
+		callOut := fs.Bool("call-out", false, "allow calls to outside numbers through trunks")
+		disabled := fs.Bool("disabled", false, "create it disabled")
+		asJSON := fs.Bool("json", false, "print the stored extension as JSON (the password is never shown)")
+		fs.Usage = func() {
+			fmt.Fprintln(fs.Output(), "Usage: voxbridge extensions add --number N [flags]")
+			fs.PrintDefaults()
+		}
+		pos, err := parseArgs(fs, args, 1)
+		if err != nil {
+			return err
+		}
+		if len(pos) == 1 && *number == "" {
+			*number = pos[0]
+		} else if len(pos) == 1 {
+			return fmt.Errorf("%s: unexpected argument %q", fs.Name(), pos[0])
+		}
+		if *number == "" {
+			return errors.New("extensions add: --number is required")
+		}
+		pw, err := readPassword(*password, "password", env)
+		if err != nil {
+			return err
+		}
+		e := &store.Extension{Number: *number, Username: *username, DisplayName: *name, CallOut: *callOut, Enabled: !*disabled}
+		if viaAPI {
+			c, err := client()
+			if err != nil {
+				return err
+			}
+			body := map[string]any{"number": e.Number, "username": e.Username, "display_name": e.DisplayName,
+				"password": pw, "call_out": e.CallOut, "enabled": e.Enabled}
+			var stored store.Extension
+			if err := c.do("POST", "/v1/extensions", body, &stored); err != nil {
+				return fmt.Errorf("extension %s: %w", e.Number, err)
+			}
+			e = &stored
+		} else {
+			if err := e.SetPassword(*realm, pw); err != nil {
+				return describeErr("extension "+*number, err)
+			}
+			st, err := openCLIStore(*db)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			if err := st.CreateExtension(context.Background(), e); err != nil {
+				return describeErr("extension "+*number, err)
+			}
+		}
+		if *asJSON {
+			return printJSON(env.stdout, e)
+		}
+		fmt.Fprintf(env.stdout, "extension %s added: user name %q, realm %q\n", e.Number, e.Username, e.Realm)
+		return nil
 	}
-	pos, err := parseArgs(fs, args, 1)
-	if err != nil {
-		return err
-	}
-	if len(pos) == 1 && *number == "" {
-		*number = pos[0]
-	} else if len(pos) == 1 {
-		return fmt.Errorf("%s: unexpected argument %q", fs.Name(), pos[0])
-	}
-	if *number == "" {
-		return errors.New("extensions add: --number is required")
-	}
-	pw, err := readPassword(*password, "password", env)
-	if err != nil {
-		return err
-	}
-	e := &store.Extension{Number: *number, Username: *username, DisplayName: *name, CallOut: *callOut, Enabled: !*disabled}
-	if err := e.SetPassword(*realm, pw); err != nil {
-		return describeErr("extension "+*number, err)
-	}
-	st, err := openCLIStore(*db)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	if err := st.CreateExtension(context.Background(), e); err != nil {
-		return describeErr("extension "+*number, err)
-	}
-	fmt.Fprintf(env.stdout, "extension %s added: user name %q, realm %q\n", e.Number, e.Username, e.Realm)
-	return nil
 }
 
 var extensionsList = listCommand("extensions",
@@ -240,12 +286,16 @@ var extensionsList = listCommand("extensions",
 		return pages(ctx, st.ListExtensions)
 	},
 	func(tw *tabwriter.Writer, _ *store.DB, all []store.Extension) error {
-		fmt.Fprintln(tw, "NUMBER\tUSERNAME\tNAME\tCALL OUT\tENABLED\tREALM")
-		for _, e := range all {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.Number, e.Username, e.DisplayName, yesNo(e.CallOut), yesNo(e.Enabled), e.Realm)
-		}
+		extensionTable(tw, all)
 		return nil
 	})
+
+func extensionTable(tw *tabwriter.Writer, all []store.Extension) {
+	fmt.Fprintln(tw, "NUMBER\tUSERNAME\tNAME\tCALL OUT\tENABLED\tREALM")
+	for _, e := range all {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.Number, e.Username, e.DisplayName, yesNo(e.CallOut), yesNo(e.Enabled), e.Realm)
+	}
+}
 
 var extensionsDelete = deleteCommand("extensions", "number", func(ctx context.Context, st *store.DB, number string) (string, error) {
 	if err := st.DeleteExtension(ctx, number); err != nil {

@@ -31,11 +31,15 @@ type loadConfig struct {
 	Expect      bool
 	LocalIP     string
 	ServerPID   int
+	// Accounts, if any, are the extensions callers authenticate as, in
+	// turn: each call answers the server's digest challenge.
+	Accounts []loadAccount
 }
 
 // loadReport is what a run measured.
 type loadReport struct {
 	Target        string         `json:"target"`
+	Authenticated bool           `json:"authenticated,omitempty"` // every call answered a digest challenge
 	Calls         int            `json:"calls"`
 	Concurrency   int            `json:"concurrency"`
 	Answered      int            `json:"answered"`
@@ -70,6 +74,9 @@ func runLoad(args []string, out io.Writer) error {
 	fs.StringVar(&cfg.LocalIP, "local-ip", "127.0.0.1", "address to call from")
 	fs.IntVar(&cfg.ServerPID, "server-pid", 0, "the server's process id, to report its CPU and memory")
 	jsonOut := fs.Bool("json", false, "print the report as JSON")
+	authN := fs.Int("auth-extensions", 0, "authenticate: create (or reset) this many extensions in --auth-db and have the calls log in as them in turn (INVITE, 407, INVITE with credentials)")
+	authDB := fs.String("auth-db", "", "with --auth-extensions: the server's database file")
+	authRealm := fs.String("auth-realm", defaultLoadRealm, "with --auth-extensions: the server's digest realm")
 	agentMode := fs.Bool("agent", false, "call an agent instead: start fake providers here and a server (this binary's serve) as a child, and report its CPU, memory and per-turn latency")
 	var acfg agentLoadConfig
 	fs.StringVar(&acfg.Script, "agent-script", "", "with --agent: the fakes' script (as replay --fakes=FILE)")
@@ -90,11 +97,23 @@ func runLoad(args []string, out io.Writer) error {
 		defer stop()
 		return runAgentLoad(ctx, acfg, *jsonOut, out)
 	}
-	if cfg.Calls < 1 || cfg.Concurrency < 1 || cfg.Rate <= 0 || cfg.Hold < time.Second {
-		return errors.New("load: --calls, --concurrency and --rate must be positive and --hold at least 1s")
+	// An echo check needs a second of audio; a setup-rate run does not.
+	minHold := 100 * time.Millisecond
+	if cfg.Expect {
+		minHold = time.Second
+	}
+	if cfg.Calls < 1 || cfg.Concurrency < 1 || cfg.Rate <= 0 || cfg.Hold < minHold {
+		return errors.New("load: --calls, --concurrency and --rate must be positive and --hold at least 1s (100ms with --expect-echo=false)")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if *authN > 0 {
+		accts, err := prepareLoadAccounts(ctx, *authDB, *authRealm, *authN)
+		if err != nil {
+			return err
+		}
+		cfg.Accounts = accts
+	}
 	rep, err := placeLoad(ctx, cfg)
 	if err != nil {
 		return err
@@ -103,6 +122,9 @@ func runLoad(args []string, out io.Writer) error {
 		return json.NewEncoder(out).Encode(rep)
 	}
 	fmt.Fprintf(out, "target %s: %d calls, %d at once\n", rep.Target, rep.Calls, rep.Concurrency)
+	if rep.Authenticated {
+		fmt.Fprintf(out, "  digest auth as %d extensions (setup includes the 407 round trip)\n", len(cfg.Accounts))
+	}
 	fmt.Fprintf(out, "  answered %d, failed %d %v, audio ok %d\n", rep.Answered, rep.Failed, rep.FailuresBy, rep.AudioOK)
 	fmt.Fprintf(out, "  %.1f calls/s; setup p50 %.1f ms, p95 %.1f ms, p99 %.1f ms; at most %d live\n", rep.CallsPerSec, rep.SetupMSP50, rep.SetupMSP95, rep.SetupMSP99, rep.MaxLive)
 	fmt.Fprintf(out, "  RTP out %d, in %d, lost %d (%.3f %%)\n", rep.PacketsOut, rep.PacketsIn, rep.PacketsLost, rep.LossPct)
@@ -128,7 +150,8 @@ func placeLoad(ctx context.Context, cfg loadConfig) (*loadReport, error) {
 		defer p.Close()
 		phones[i] = p
 	}
-	rep := &loadReport{Target: cfg.Target, Calls: cfg.Calls, Concurrency: cfg.Concurrency, FailuresBy: map[string]int{}}
+	rep := &loadReport{Target: cfg.Target, Calls: cfg.Calls, Concurrency: cfg.Concurrency, FailuresBy: map[string]int{},
+		Authenticated: len(cfg.Accounts) > 0}
 	cpu0, _ := procCPU(cfg.ServerPID)
 	start := time.Now()
 	var (
@@ -156,12 +179,17 @@ func placeLoad(ctx context.Context, cfg loadConfig) (*loadReport, error) {
 		}
 		// Pace on an absolute schedule, like the media clock.
 		time.Sleep(time.Until(start.Add(time.Duration(i) * interval)))
+		var opt siptest.DialOptions
+		if len(cfg.Accounts) > 0 {
+			a := cfg.Accounts[i%len(cfg.Accounts)]
+			opt.Username, opt.Password = a.Username, a.Password
+		}
 		wg.Add(1)
 		go func(p *siptest.Phone) {
 			defer wg.Done()
 			defer func() { <-sem }()
 			dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			call, err := p.Dial(dctx, cfg.Target, siptest.DialOptions{})
+			call, err := p.Dial(dctx, cfg.Target, opt)
 			cancel()
 			mu.Lock()
 			lastNew = time.Now()

@@ -26,8 +26,12 @@ Usage:
                                    start an outbound call on a running server
   voxbridge calls hangup|transfer|talk|dtmf|mute|unmute|hold|unhold ID
                                    act on a live call (--api, --key)
+  voxbridge calls recording|capture ID -o FILE
+                                   download a call's recording (WAV) or pcap
   voxbridge agents list|create|delete
                                    agents on a running server (--api, --key)
+  voxbridge tasks list|get|create|execute|cancel|delete
+                                   scheduled outbound calls (--api, --key)
   voxbridge keys create|list|revoke
                                    API keys in the database (--db)
   voxbridge load [flags]           place many test calls against a server and report
@@ -37,6 +41,9 @@ Usage:
   voxbridge trunks add|list|delete carrier trunks in the database
   voxbridge numbers add|list|delete
                                    numbers (DIDs) and what they run
+  voxbridge extensions|trunks|numbers list|create FILE|delete
+                                   the same on a running server: with --api,
+                                   or VOXBRIDGE_API_URL set and no --db
   voxbridge version                print the version
 
 Run "voxbridge <command> -h" for a command's flags.
@@ -71,6 +78,8 @@ func main() {
 		err = runCalls(args, osCLIEnv())
 	case "agents":
 		err = runAgents(args, osCLIEnv())
+	case "tasks":
+		err = runTasks(args, osCLIEnv())
 	case "version":
 		fmt.Println("voxbridge", version)
 	case "help", "-h", "--help":

@@ -10,9 +10,22 @@ import (
 	"github.com/voxbridge/voxbridge/store"
 )
 
+// runNumbers serves "voxbridge numbers": add|list|delete on the database
+// file, list|create|delete over the API (see useAPI for which).
 func runNumbers(args []string, env cliEnv) error {
-	return dispatch("numbers", args, env, map[string]func([]string, cliEnv) error{
+	return dispatchResource("numbers", args, env, map[string]func([]string, cliEnv) error{
 		"add": numbersAdd, "list": numbersList, "delete": numbersDelete,
+	}, map[string]func([]string, cliEnv) error{
+		"list": apiListCommand("numbers", func(tw *tabwriter.Writer, all []store.Number) {
+			fmt.Fprintln(tw, "NUMBER\tKIND\tTARGET\tTRUNK ID")
+			for _, n := range all {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", n.Number, n.Kind, n.Target, dash(n.TrunkID))
+			}
+		}),
+		"create": fileCreateCommand("numbers", "the API's number object", func(path string) (string, any, error) {
+			return readResourceFile(path, "number")
+		}),
+		"delete": apiDeleteCommand("numbers"),
 	})
 }
 
@@ -25,6 +38,7 @@ func numbersAdd(args []string, env cliEnv) error {
 	toAgent := fs.String("agent", "", "hand the call to this agent (id)")
 	toExt := fs.String("extension", "", "ring this extension (number)")
 	trunk := fs.String("trunk", "", "the trunk that delivers the number (name; default any)")
+	asJSON := fs.Bool("json", false, "print the stored number as JSON")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "Usage: voxbridge numbers add --number N --flow ID|--agent ID|--extension EXT [--trunk NAME]")
 		fs.PrintDefaults()
@@ -67,6 +81,9 @@ func numbersAdd(args []string, env cliEnv) error {
 	}
 	if err := st.PutNumber(ctx, n); err != nil {
 		return describeErr("number "+*number, err)
+	}
+	if *asJSON {
+		return printJSON(env.stdout, n)
 	}
 	fmt.Fprintf(env.stdout, "number %s → %s %s\n", n.Number, n.Kind, n.Target)
 	return nil

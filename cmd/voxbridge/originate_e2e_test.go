@@ -159,10 +159,16 @@ func TestOriginateInlineFlowToExtension(t *testing.T) {
 	if rec.RTPPacketsOut == 0 || rec.RTPPacketsIn == 0 {
 		t.Fatalf("no media counted: %+v", rec)
 	}
-	// The INVITE itself is a record of its own, linked to the call.
-	legs := finalChained(t, inst, call.ID, 1)
-	if legs[0].Direction != store.DirectionOutgoing || legs[0].SIPCallID != answered.CallID() {
-		t.Fatalf("attempt record: %+v", legs[0])
+	// One call, one record: GET /v1/calls lists it once, the INVITE has
+	// no record of its own.
+	var list struct {
+		Result []store.Call `json:"result"`
+	}
+	if code := getJSON(t, "http://"+inst.HTTP.String()+"/v1/calls", &list); code != 200 {
+		t.Fatalf("GET /v1/calls: %d", code)
+	}
+	if len(list.Result) != 1 || list.Result[0].ID != call.ID {
+		t.Fatalf("GET /v1/calls listed %d calls, want only %s: %+v", len(list.Result), call.ID, list.Result)
 	}
 
 	var recs []store.Recording
@@ -291,4 +297,22 @@ func TestOriginateAgentCall(t *testing.T) {
 	if transcript.Turns[0].Role != "assistant" || transcript.Turns[0].Text != "Hello, this is your reminder." {
 		t.Fatalf("transcript: %+v", transcript.Turns)
 	}
+}
+
+// The callee of an outbound call moves its media to a new port by
+// re-INVITE: the echo flow's audio follows it there, and its old port
+// hears nothing more.
+func TestOriginatedCallFollowsReinvite(t *testing.T) {
+	inst := originateServer(t, nil)
+	phone := registeredPhone(t, inst, "1002", siptest.AnswerPlan{})
+	postCall(t, inst, `{"to":"1002","actions":[{"type":"echo","option":{"duration_ms":60000}}]}`)
+	answered := answeredCall(t, phone)
+	answered.Play(media.Tone(1000, 30*time.Second, 0.5))
+	hears(t, "the callee", answered, 1000)
+
+	mark := answered.HeardLen()
+	moved := moveMedia(t, phone, answered)
+	moved.Enqueue(media.Tone(700, 20*time.Second, 0.5))
+	heardOnTone(t, moved, "the echo at the callee's new port", 700)
+	oldPortSilent(t, answered, mark)
 }

@@ -15,7 +15,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -146,12 +145,10 @@ func decodeStrict(data []byte, ext string, v any) error {
 	return nil
 }
 
-// fakeHost runs agent/fake's servers, written for tests, inside a command.
-// They use their testing.TB only for Helper and Cleanup (and Fatalf in
-// their Wait helpers, which commands never call). The embedded TB is nil:
-// any other method would panic, which is why none is.
+// fakeHost runs agent/fake's servers and agenttest's call, written for
+// tests, inside a command: it is their fake.TB (Helper, Cleanup, and
+// Fatalf, which only their Wait helpers and a failed loopback listen call).
 type fakeHost struct {
-	testing.TB
 	mu       sync.Mutex
 	cleanups []func()
 }
@@ -164,8 +161,11 @@ func (h *fakeHost) Cleanup(f func()) {
 	h.mu.Unlock()
 }
 
+// fakeHostFailure is Fatalf's panic; startFakes recovers it as an error.
+type fakeHostFailure struct{ msg string }
+
 func (h *fakeHost) Fatalf(format string, args ...any) {
-	panic("fake provider: " + fmt.Sprintf(format, args...))
+	panic(fakeHostFailure{"fake provider: " + fmt.Sprintf(format, args...)})
 }
 
 // Close stops every fake, last started first.
@@ -193,7 +193,7 @@ func (f *fakeProviders) Close() { f.host.Close() }
 // startFakes starts the fakes that stand in for def's providers, each of
 // the kind the definition names (so the same client code runs), and
 // returns def pointing at them.
-func startFakes(def agent.Definition, sc fakeScript) (*fakeProviders, agent.Definition, error) {
+func startFakes(def agent.Definition, sc fakeScript) (fp *fakeProviders, _ agent.Definition, err error) {
 	if def.Realtime != nil {
 		return nil, def, errors.New("--fakes: speech-to-speech (realtime) agents have no scripted fake here; replay them against the real provider")
 	}
@@ -236,6 +236,16 @@ func startFakes(def agent.Definition, sc fakeScript) (*fakeProviders, agent.Defi
 	}
 	h := &fakeHost{}
 	f := &fakeProviders{host: h}
+	defer func() {
+		if r := recover(); r != nil {
+			e, ok := r.(fakeHostFailure)
+			if !ok {
+				panic(r)
+			}
+			h.Close()
+			fp, err = nil, errors.New(e.msg)
+		}
+	}()
 	var mu sync.Mutex
 	nTrans := len(trans)
 	f.oai = fake.NewOpenAI(h, fake.OpenAIScript{

@@ -39,6 +39,7 @@ type instance struct {
 	db       *store.DB
 	sip      *sip.Server
 	calls    *flow.Controller
+	tasks    *flow.Scheduler
 	http     *http.Server
 	api      *api.Server
 	cancel   context.CancelFunc
@@ -99,17 +100,11 @@ func startInstance(cfg serveConfig, log *slog.Logger, opt instanceOptions) (*ins
 	// counts them.
 	bus := flow.NewBus()
 
-	udp, err := net.ListenPacket("udp", cfg.SIPAddr)
+	udp, tcp, err := listenSIP(cfg.SIPAddr, sipHost)
 	if err != nil {
-		return fail(fmt.Errorf("sip udp listen %s: %w", cfg.SIPAddr, err))
+		return fail(err)
 	}
 	inst.SIPUDP = udp.LocalAddr().(*net.UDPAddr)
-	// TCP on the same port as UDP, so one address serves both.
-	tcp, err := net.Listen("tcp", net.JoinHostPort(sipHost, fmt.Sprint(inst.SIPUDP.Port)))
-	if err != nil {
-		udp.Close()
-		return fail(fmt.Errorf("sip tcp listen %s: %w", cfg.SIPAddr, err))
-	}
 	inst.SIPTCP = tcp.Addr().(*net.TCPAddr)
 
 	if cfg.FlowsDir != "" {
@@ -191,9 +186,11 @@ func startInstance(cfg serveConfig, log *slog.Logger, opt instanceOptions) (*ins
 	if sipTLS != nil {
 		inst.SIPTLS = sipTLS.Addr().(*net.TCPAddr)
 	}
+	keepalive, _ := cfg.sipKeepalive() // checked by validate
 	inst.sip, err = sip.NewServer(sip.Config{UDP: udp, TCP: tcp, TLS: sipTLS, Protect: protect, AdvertiseIP: adv, Logger: log,
 		Store: db, Realm: cfg.SIPRealm, AllowAnonymous: allowAnon, AnonymousTo: anonTo,
-		Auth: sip.AuthConfig{Algorithms: cfg.digestAlgorithms()}, Capture: inst.calls.CaptureSIP}, inst.calls.HandleInbound)
+		Auth: sip.AuthConfig{Algorithms: cfg.digestAlgorithms()}, Capture: inst.calls.CaptureSIP,
+		Registrar: sip.RegistrarConfig{Keepalive: keepalive}}, inst.calls.HandleInbound)
 	if err != nil {
 		udp.Close()
 		tcp.Close()
@@ -210,14 +207,28 @@ func startInstance(cfg serveConfig, log *slog.Logger, opt instanceOptions) (*ins
 		return fail(fmt.Errorf("http listen %s: %w", cfg.HTTPAddr, err))
 	}
 	inst.HTTP = hl.Addr()
-	inst.api, err = api.New(api.Config{Store: db, Bus: bus, Logger: log, Media: inst.calls, Originator: inst.calls, Control: inst.calls,
-		Agents: agents, SIPRealm: cfg.SIPRealm})
+	// Scheduled calls; started below, once the API that feeds it is up.
+	inst.tasks, err = flow.NewScheduler(flow.SchedulerConfig{Store: db, Calls: inst.calls, Bus: bus,
+		TrunkCalls: inst.sip.TrunkCalls, Now: opt.now, Logger: log})
+	if err != nil {
+		hl.Close()
+		inst.sip.Close()
+		return fail(err)
+	}
+	inst.api, err = api.New(api.Config{Tasks: inst.tasks, Store: db, Bus: bus, Logger: log, Media: inst.calls, Originator: inst.calls, Control: inst.calls,
+		Agents: agents, SIPRealm: cfg.SIPRealm, CaptureDir: cfg.CaptureDir})
 	if err != nil {
 		hl.Close()
 		inst.sip.Close()
 		return fail(err)
 	}
 	inst.api.Metrics().MustRegister(inst.sip.Collector()) // voxbridge_sip_refused_total
+	if err := inst.tasks.Start(ctx); err != nil {
+		inst.api.Close()
+		hl.Close()
+		inst.sip.Close()
+		return fail(err)
+	}
 	if tlsCfg != nil {
 		hl = tls.NewListener(hl, tlsCfg)
 	}
@@ -245,6 +256,9 @@ func startInstance(cfg serveConfig, log *slog.Logger, opt instanceOptions) (*ins
 func (inst *instance) Stop() { inst.stopOnce.Do(inst.stop) }
 
 func (inst *instance) stop() {
+	// The scheduler first: calls cut by the shutdown leave their tasks in
+	// progress, for the next start to retry, rather than failed.
+	inst.tasks.Close()
 	inst.sip.Drain()
 	ctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
@@ -363,4 +377,25 @@ func sipProtection(cfg serveConfig) (sip.ProtectConfig, net.Listener, error) {
 		return protect, nil, fmt.Errorf("sip-tls-cert/sip-tls-key: %w", err)
 	}
 	return protect, tl, nil
+}
+
+// listenSIP opens UDP on addr and TCP on the same port, so one address
+// serves both. With port 0 the kernel picks a UDP port whose TCP twin may
+// be taken by someone else: then it tries another.
+func listenSIP(addr, host string) (net.PacketConn, net.Listener, error) {
+	_, port, _ := net.SplitHostPort(addr)
+	for attempt := 0; ; attempt++ {
+		udp, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return nil, nil, fmt.Errorf("sip udp listen %s: %w", addr, err)
+		}
+		tcp, err := net.Listen("tcp", net.JoinHostPort(host, fmt.Sprint(udp.LocalAddr().(*net.UDPAddr).Port)))
+		if err == nil {
+			return udp, tcp, nil
+		}
+		udp.Close()
+		if port != "0" || attempt == 9 {
+			return nil, nil, fmt.Errorf("sip tcp listen %s: %w", addr, err)
+		}
+	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -56,7 +57,8 @@ func warmServer(t *testing.T, f *flow.Flow, agents *flow.Agents, now func() time
 
 // A warm transfer: the caller hears music on hold while extension 1002
 // rings, 1002 answers and hears the announcement (the agent's voice, 600
-// Hz) before anything of the caller, then the two are bridged.
+// Hz) before anything of the caller, then the two are bridged. (A loaded
+// machine may drop a frame mid-announcement: the order is what counts.)
 func TestWarmTransferAnswered(t *testing.T) {
 	inst := warmServer(t, mustFlow(t, `{"id":"warm","actions":[
 	  {"type":"answer"},
@@ -76,7 +78,7 @@ func TestWarmTransferAnswered(t *testing.T) {
 	if _, l := strongest(onHold, media.SampleRate/4, 600); l > 0.05 {
 		t.Errorf("the caller heard the announcement meant for 1002 (level %.2f)", l)
 	}
-	if seq := toneSequence(bc.Heard(), 600, toneCaller); len(seq) < 2 || seq[0] != 600 || seq[1] != toneCaller {
+	if seq := slices.Compact(toneSequence(bc.Heard(), 600, toneCaller)); len(seq) < 2 || seq[0] != 600 || seq[1] != toneCaller {
 		t.Errorf("1002 heard %v, want the announcement (600) and then the caller (%v)", seq, toneCaller)
 	}
 	if err := bc.Hangup(bctx(t)); err != nil {
@@ -176,7 +178,7 @@ func TestAgentWarmTransfer(t *testing.T) {
 	if !heardMusicOnHold(onHold) {
 		t.Error("the caller heard no music on hold while sales rang")
 	}
-	if seq := toneSequence(bc.Heard(), 600, toneCaller); len(seq) < 2 || seq[0] != 600 || seq[1] != toneCaller {
+	if seq := slices.Compact(toneSequence(bc.Heard(), 600, toneCaller)); len(seq) < 2 || seq[0] != 600 || seq[1] != toneCaller {
 		t.Errorf("sales heard %v, want the announcement (600) and then the caller (%v)", seq, toneCaller)
 	}
 	if err := bc.Hangup(bctx(t)); err != nil {
