@@ -2,11 +2,9 @@ package api
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
-	"time"
 
 	"github.com/voxbridge/voxbridge/flow"
 	"github.com/voxbridge/voxbridge/store"
@@ -18,24 +16,9 @@ type Originator interface {
 }
 
 // createCallBody is POST /v1/calls: where to call, as whom, and exactly
-// one of flow_id, actions or agent_id to run once the callee answers.
-type createCallBody struct {
-	To         string            `json:"to"`
-	From       string            `json:"from,omitempty"`
-	CallerName string            `json:"caller_name,omitempty"`
-	Trunk      string            `json:"trunk,omitempty"`
-	FlowID     string            `json:"flow_id,omitempty"`
-	Actions    json.RawMessage   `json:"actions,omitempty"`
-	AgentID    string            `json:"agent_id,omitempty"`
-	Variables  map[string]string `json:"variables,omitempty"`
-	Context    string            `json:"context,omitempty"`
-	// MaxDurationS ends the call that many seconds after the answer;
-	// RingTimeoutS bounds the ringing (default 30).
-	MaxDurationS int               `json:"max_duration_s,omitempty"`
-	RingTimeoutS int               `json:"ring_timeout_s,omitempty"`
-	Record       bool              `json:"record,omitempty"`
-	Metadata     map[string]string `json:"metadata,omitempty"`
-}
+// one of flow_id, actions or agent_id to run once the callee answers. A
+// task's call (POST /v1/tasks) is the same body.
+type createCallBody store.CallRequest
 
 // createCall starts an outbound call and answers 201 with its record at
 // once (status dialing); the dialing goes on in the background and its
@@ -49,14 +32,7 @@ func (s *Server) createCall(w http.ResponseWriter, r *http.Request, b *createCal
 		e.write(w)
 		return
 	}
-	rec, err := s.cfg.Originator.Originate(r.Context(), flow.OriginateRequest{
-		To: b.To, From: b.From, CallerName: b.CallerName, Trunk: b.Trunk,
-		FlowID: b.FlowID, Actions: b.Actions, AgentID: b.AgentID,
-		Variables: b.Variables, Context: b.Context,
-		MaxDuration: time.Duration(b.MaxDurationS) * time.Second,
-		RingTimeout: time.Duration(b.RingTimeoutS) * time.Second,
-		Record:      b.Record, Metadata: b.Metadata,
-	})
+	rec, err := s.cfg.Originator.Originate(r.Context(), flow.OriginateRequestFrom(store.CallRequest(*b)))
 	if err != nil {
 		s.originateError(err).write(w)
 		return

@@ -68,7 +68,7 @@ func (s *Server) createTask(w http.ResponseWriter, r *http.Request, b *createTas
 	}
 	// The same fields in the same order: a field added to one and not the
 	// other stops the build here.
-	t := &store.Task{TaskCall: store.TaskCall(b.createCallBody),
+	t := &store.Task{CallRequest: store.CallRequest(b.createCallBody),
 		MaxAttempts: b.MaxAttempts, RetryIntervalS: b.RetryIntervalS, RetryOn: b.RetryOn}
 	if b.ScheduledAt != "" {
 		t.ScheduledAt, _ = time.Parse(time.RFC3339Nano, b.ScheduledAt) // checked

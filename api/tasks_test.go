@@ -134,7 +134,7 @@ func TestTaskActionsAndConflicts(t *testing.T) {
 	expectError(t, "cancel twice", e.do("POST", "/v1/tasks/"+later.ID+"/cancel", e.key, nil), http.StatusConflict, "conflict")
 
 	// Delete: not while in progress; gone afterwards.
-	inProgress := &store.Task{TaskCall: store.TaskCall{To: "1001", FlowID: "hello"}, MaxAttempts: 1}
+	inProgress := &store.Task{CallRequest: store.CallRequest{To: "1001", FlowID: "hello"}, MaxAttempts: 1}
 	if err := e.db.CreateTask(ctx, inProgress); err != nil {
 		t.Fatal(err)
 	}

@@ -304,7 +304,7 @@ func (s *Scheduler) startAttempt(ctx context.Context, t *store.Task) bool {
 		}
 		return false // cancelled, run or deleted meanwhile
 	}
-	rec, err := s.cfg.Calls.Originate(ctx, TaskRequest(t.TaskCall))
+	rec, err := s.cfg.Calls.Originate(ctx, OriginateRequestFrom(t.CallRequest))
 	if err != nil && (ctx.Err() != nil || errors.Is(err, ErrOutboundUnavailable)) {
 		// Closing, or no calls can be placed now: not the callee's doing,
 		// so the attempt is given back and the task waits. The write must
@@ -421,8 +421,8 @@ func (s *Scheduler) recoverTasks(ctx context.Context) error {
 	return nil
 }
 
-// TaskRequest is the call a task places.
-func TaskRequest(c store.TaskCall) OriginateRequest {
+// OriginateRequestFrom is the call a task places.
+func OriginateRequestFrom(c store.CallRequest) OriginateRequest {
 	return OriginateRequest{
 		To: c.To, From: c.From, CallerName: c.CallerName, Trunk: c.Trunk,
 		FlowID: c.FlowID, Actions: c.Actions, AgentID: c.AgentID,
@@ -466,7 +466,7 @@ func (s *Scheduler) Create(ctx context.Context, t *store.Task) error {
 	if t.ScheduledAt.IsZero() {
 		t.ScheduledAt = s.now()
 	}
-	if err := s.cfg.Calls.CheckOriginate(ctx, TaskRequest(t.TaskCall)); err != nil {
+	if err := s.cfg.Calls.CheckOriginate(ctx, OriginateRequestFrom(t.CallRequest)); err != nil {
 		return err
 	}
 	t.Attempts, t.CallIDs, t.CurrentCallID = 0, nil, ""

@@ -172,7 +172,7 @@ func TestTaskRetriesAfterBusyThenCompletes(t *testing.T) {
 	ctx := context.Background()
 	events := r.events(t)
 	start := r.clk.now()
-	task := r.create(t, &store.Task{TaskCall: store.TaskCall{To: "1002", FlowID: "welcome"},
+	task := r.create(t, &store.Task{CallRequest: store.CallRequest{To: "1002", FlowID: "welcome"},
 		ScheduledAt: start.Add(time.Minute), MaxAttempts: 3, RetryIntervalS: 120})
 	if task.Status != store.TaskPending || task.MaxAttempts != 3 || fmt.Sprint(task.RetryOn) != "[busy noanswer failed]" {
 		t.Fatalf("created %+v", task)
@@ -238,8 +238,8 @@ func TestTaskRetriesAfterBusyThenCompletes(t *testing.T) {
 func TestTaskFailsWhenAttemptsRunOut(t *testing.T) {
 	r := newTaskRig(t, "")
 	ctx := context.Background()
-	a := r.create(t, &store.Task{TaskCall: store.TaskCall{To: "1002", FlowID: "f"}, MaxAttempts: 2, RetryIntervalS: 1})
-	b := r.create(t, &store.Task{TaskCall: store.TaskCall{To: "1003", FlowID: "f"}, MaxAttempts: 5,
+	a := r.create(t, &store.Task{CallRequest: store.CallRequest{To: "1002", FlowID: "f"}, MaxAttempts: 2, RetryIntervalS: 1})
+	b := r.create(t, &store.Task{CallRequest: store.CallRequest{To: "1003", FlowID: "f"}, MaxAttempts: 5,
 		RetryOn: []store.HangupReason{store.ReasonBusy}})
 	r.s.step(ctx)
 	ids := r.calls.calls()
@@ -272,8 +272,8 @@ func TestTaskCancel(t *testing.T) {
 	r := newTaskRig(t, "")
 	ctx := context.Background()
 	events := r.events(t)
-	later := r.create(t, &store.Task{TaskCall: store.TaskCall{To: "1002", FlowID: "f"}, ScheduledAt: r.clk.now().Add(time.Hour)})
-	now := r.create(t, &store.Task{TaskCall: store.TaskCall{To: "1003", FlowID: "f"}, MaxAttempts: 3})
+	later := r.create(t, &store.Task{CallRequest: store.CallRequest{To: "1002", FlowID: "f"}, ScheduledAt: r.clk.now().Add(time.Hour)})
+	now := r.create(t, &store.Task{CallRequest: store.CallRequest{To: "1003", FlowID: "f"}, MaxAttempts: 3})
 	r.s.step(ctx)
 	ids := r.calls.calls()
 	if len(ids) != 1 {
@@ -320,7 +320,7 @@ func TestTaskCancel(t *testing.T) {
 func TestTaskExecuteNow(t *testing.T) {
 	r := newTaskRig(t, "")
 	ctx := context.Background()
-	task := r.create(t, &store.Task{TaskCall: store.TaskCall{To: "1002", FlowID: "f"}, ScheduledAt: r.clk.now().Add(24 * time.Hour)})
+	task := r.create(t, &store.Task{CallRequest: store.CallRequest{To: "1002", FlowID: "f"}, ScheduledAt: r.clk.now().Add(24 * time.Hour)})
 	r.s.step(ctx)
 	if n := len(r.calls.calls()); n != 0 {
 		t.Fatalf("%d calls before execute", n)
@@ -351,7 +351,7 @@ func TestTaskWaitsForFullTrunk(t *testing.T) {
 	}
 	var tasks []*store.Task
 	for i := range 3 {
-		tasks = append(tasks, r.create(t, &store.Task{TaskCall: store.TaskCall{To: fmt.Sprintf("+3491000000%d", i), Trunk: "carrier", FlowID: "f"}}))
+		tasks = append(tasks, r.create(t, &store.Task{CallRequest: store.CallRequest{To: fmt.Sprintf("+3491000000%d", i), Trunk: "carrier", FlowID: "f"}}))
 	}
 	r.s.step(ctx)
 	ids := r.calls.calls()
@@ -399,9 +399,9 @@ func TestTaskRecoveryAfterRestart(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "tasks.db")
 	r := newTaskRig(t, path)
 	ctx := context.Background()
-	retry := r.create(t, &store.Task{TaskCall: store.TaskCall{To: "1001", FlowID: "f"}, MaxAttempts: 2})
-	last := r.create(t, &store.Task{TaskCall: store.TaskCall{To: "1002", FlowID: "f"}, MaxAttempts: 1})
-	talked := r.create(t, &store.Task{TaskCall: store.TaskCall{To: "1003", FlowID: "f"}, MaxAttempts: 3})
+	retry := r.create(t, &store.Task{CallRequest: store.CallRequest{To: "1001", FlowID: "f"}, MaxAttempts: 2})
+	last := r.create(t, &store.Task{CallRequest: store.CallRequest{To: "1002", FlowID: "f"}, MaxAttempts: 1})
+	talked := r.create(t, &store.Task{CallRequest: store.CallRequest{To: "1003", FlowID: "f"}, MaxAttempts: 3})
 	r.s.step(ctx)
 	ids := r.calls.calls()
 	if len(ids) != 3 {
@@ -417,7 +417,7 @@ func TestTaskRecoveryAfterRestart(t *testing.T) {
 	}
 
 	// One more was claimed, but the process stopped before placing its call.
-	claimed := r.create(t, &store.Task{TaskCall: store.TaskCall{To: "1004", FlowID: "f"}, ScheduledAt: r.clk.now().Add(time.Hour)})
+	claimed := r.create(t, &store.Task{CallRequest: store.CallRequest{To: "1004", FlowID: "f"}, ScheduledAt: r.clk.now().Add(time.Hour)})
 	claimed.Status, claimed.Attempts, claimed.NextAttemptAt = store.TaskInProgress, 1, nil
 	if err := r.db.UpdateTask(ctx, claimed, store.TaskPending); err != nil {
 		t.Fatal(err)
@@ -473,7 +473,7 @@ func TestTaskSchedulerLoop(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.s.Close()
-	task := r.create(t, &store.Task{TaskCall: store.TaskCall{To: "1002", FlowID: "f"}, ScheduledAt: r.clk.now().Add(time.Hour)})
+	task := r.create(t, &store.Task{CallRequest: store.CallRequest{To: "1002", FlowID: "f"}, ScheduledAt: r.clk.now().Add(time.Hour)})
 	r.clk.add(time.Hour)
 	r.s.Wake()
 	next := func(want string) Event {
@@ -510,10 +510,10 @@ func TestTaskCreateChecks(t *testing.T) {
 		task  store.Task
 		field string
 	}{
-		{store.Task{TaskCall: store.TaskCall{To: "1"}, MaxAttempts: 11}, "max_attempts"},
-		{store.Task{TaskCall: store.TaskCall{To: "1"}, MaxAttempts: -1}, "max_attempts"},
-		{store.Task{TaskCall: store.TaskCall{To: "1"}, RetryIntervalS: -5}, "retry_interval_s"},
-		{store.Task{TaskCall: store.TaskCall{To: "1"}, RetryOn: []store.HangupReason{"busy", "normal"}}, "retry_on[1]"},
+		{store.Task{CallRequest: store.CallRequest{To: "1"}, MaxAttempts: 11}, "max_attempts"},
+		{store.Task{CallRequest: store.CallRequest{To: "1"}, MaxAttempts: -1}, "max_attempts"},
+		{store.Task{CallRequest: store.CallRequest{To: "1"}, RetryIntervalS: -5}, "retry_interval_s"},
+		{store.Task{CallRequest: store.CallRequest{To: "1"}, RetryOn: []store.HangupReason{"busy", "normal"}}, "retry_on[1]"},
 		{store.Task{}, "to"},
 	} {
 		err := r.s.Create(ctx, &c.task)
@@ -523,7 +523,7 @@ func TestTaskCreateChecks(t *testing.T) {
 		}
 	}
 	r.calls.checkErr = &RequestError{Field: "flow_id", Msg: "no such flow", Err: store.ErrNotFound}
-	if err := r.s.Create(ctx, &store.Task{TaskCall: store.TaskCall{To: "1", FlowID: "x"}}); !errors.Is(err, store.ErrNotFound) {
+	if err := r.s.Create(ctx, &store.Task{CallRequest: store.CallRequest{To: "1", FlowID: "x"}}); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("unknown flow: %v", err)
 	}
 	if list, _, _ := r.db.ListTasks(ctx, store.ListOptions{}); len(list) != 0 {
@@ -531,7 +531,7 @@ func TestTaskCreateChecks(t *testing.T) {
 	}
 	// An empty retry_on never retries.
 	r.calls.checkErr = nil
-	task := r.create(t, &store.Task{TaskCall: store.TaskCall{To: "1"}, MaxAttempts: 3, RetryOn: []store.HangupReason{}})
+	task := r.create(t, &store.Task{CallRequest: store.CallRequest{To: "1"}, MaxAttempts: 3, RetryOn: []store.HangupReason{}})
 	r.s.step(ctx)
 	r.calls.end(t, r.calls.calls()[0], false, store.ReasonBusy, 486)
 	r.s.step(ctx)
@@ -545,7 +545,7 @@ func TestTaskCreateChecks(t *testing.T) {
 func TestTaskOutboundUnavailableWaits(t *testing.T) {
 	r := newTaskRig(t, "")
 	ctx := context.Background()
-	task := r.create(t, &store.Task{TaskCall: store.TaskCall{To: "1"}})
+	task := r.create(t, &store.Task{CallRequest: store.CallRequest{To: "1"}})
 	r.calls.origErr = fmt.Errorf("%w: shutting down", ErrOutboundUnavailable)
 	r.s.step(ctx)
 	got := r.task(t, task.ID)

@@ -38,17 +38,20 @@ func (s TaskStatus) Final() bool {
 	return s == TaskCompleted || s == TaskFailed || s == TaskCancelled
 }
 
-// TaskCall is the call a task places: the fields of POST /v1/calls.
-type TaskCall struct {
-	To           string            `json:"to"`
-	From         string            `json:"from,omitempty"`
-	CallerName   string            `json:"caller_name,omitempty"`
-	Trunk        string            `json:"trunk,omitempty"`
-	FlowID       string            `json:"flow_id,omitempty"`
-	Actions      json.RawMessage   `json:"actions,omitempty"`
-	AgentID      string            `json:"agent_id,omitempty"`
-	Variables    map[string]string `json:"variables,omitempty"`
-	Context      string            `json:"context,omitempty"`
+// CallRequest is an outbound call as asked for: the body of POST
+// /v1/calls, and the call a task places.
+type CallRequest struct {
+	To         string            `json:"to"`
+	From       string            `json:"from,omitempty"`
+	CallerName string            `json:"caller_name,omitempty"`
+	Trunk      string            `json:"trunk,omitempty"`
+	FlowID     string            `json:"flow_id,omitempty"`
+	Actions    json.RawMessage   `json:"actions,omitempty"`
+	AgentID    string            `json:"agent_id,omitempty"`
+	Variables  map[string]string `json:"variables,omitempty"`
+	Context    string            `json:"context,omitempty"`
+	// MaxDurationS ends the call that many seconds after the answer;
+	// RingTimeoutS bounds the ringing (default 30).
 	MaxDurationS int               `json:"max_duration_s,omitempty"`
 	RingTimeoutS int               `json:"ring_timeout_s,omitempty"`
 	Record       bool              `json:"record,omitempty"`
@@ -60,7 +63,7 @@ type TaskCall struct {
 type Task struct {
 	ID     string     `json:"id"` // UUID v4, set by CreateTask
 	Status TaskStatus `json:"status"`
-	TaskCall
+	CallRequest
 	ScheduledAt time.Time `json:"scheduled_at"`
 	// NextAttemptAt is when a pending task is tried next; nil otherwise.
 	NextAttemptAt  *time.Time     `json:"next_attempt_at"`
@@ -114,7 +117,7 @@ func taskArgs(t *Task) (taskRow, error) {
 	}
 	var a taskRow
 	var err error
-	if a.call, err = jsonText(t.TaskCall, "{}"); err != nil {
+	if a.call, err = jsonText(t.CallRequest, "{}"); err != nil {
 		return taskRow{}, fmt.Errorf("%w: call: %v", ErrInvalid, err)
 	}
 	if a.retryOn, err = jsonText(t.RetryOn, "[]"); err != nil {
@@ -337,7 +340,7 @@ func scanTask(s scanner) (*Task, error) {
 		return nil, err
 	}
 	t.Status, t.LastHangupReason = TaskStatus(status), HangupReason(lastReason)
-	if err := json.Unmarshal([]byte(call), &t.TaskCall); err != nil {
+	if err := json.Unmarshal([]byte(call), &t.CallRequest); err != nil {
 		return nil, fmt.Errorf("task %s: call: %w", t.ID, err)
 	}
 	if err := json.Unmarshal([]byte(retryOn), &t.RetryOn); err != nil {

@@ -12,7 +12,7 @@ import (
 
 func newTask(to string, at time.Time) *Task {
 	return &Task{
-		TaskCall: TaskCall{To: to, FlowID: "welcome", Variables: map[string]string{"name": "Ana"},
+		CallRequest: CallRequest{To: to, FlowID: "welcome", Variables: map[string]string{"name": "Ana"},
 			Actions: json.RawMessage(`[{"type":"hangup"}]`), Metadata: map[string]string{"crm": "7"}},
 		ScheduledAt: at, MaxAttempts: 3, RetryIntervalS: 60,
 		RetryOn: []HangupReason{ReasonBusy, ReasonNoAnswer},
@@ -57,7 +57,7 @@ func TestTaskCreateGetUpdate(t *testing.T) {
 	if err := db.UpdateTask(ctx, &stale, TaskPending); !errors.Is(err, ErrConflict) {
 		t.Fatalf("stale claim: %v, want ErrConflict", err)
 	}
-	if err := db.UpdateTask(ctx, &Task{ID: "nope", Status: TaskFailed, MaxAttempts: 1, TaskCall: TaskCall{To: "1"}}, TaskPending); !errors.Is(err, ErrNotFound) {
+	if err := db.UpdateTask(ctx, &Task{ID: "nope", Status: TaskFailed, MaxAttempts: 1, CallRequest: CallRequest{To: "1"}}, TaskPending); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("missing task: %v, want ErrNotFound", err)
 	}
 	if err := db.DeleteTask(ctx, got.ID); !errors.Is(err, ErrConflict) {

@@ -76,48 +76,36 @@ func tasksCreate(args []string, env cliEnv) error {
 	fs := flag.NewFlagSet("tasks create", flag.ContinueOnError)
 	fs.SetOutput(env.stderr)
 	client := apiFlags(fs, env)
-	to := fs.String("to", "", "who to call: an extension, a phone number or a sip: URI (required)")
-	flowID := fs.String("flow", "", "the flow to run once answered")
-	agentID := fs.String("agent", "", "the agent to hand the answered call to")
-	from := fs.String("from", "", "caller id user shown to the callee")
-	trunk := fs.String("trunk", "", "only this trunk (by name), for a phone number; its max_calls limit how many tasks call at once")
+	call := addCallFlags(fs)
 	at := fs.String("at", "", "when to call, RFC 3339 (default: now)")
 	attempts := fs.Int("attempts", 1, "calls to make at most (1-10)")
 	interval := fs.Int("retry-interval", 300, "seconds between an unanswered call and the next attempt")
 	retryOn := fs.String("retry-on", "", "hangup reasons to retry on, comma-separated (default busy,noanswer,failed; \"none\": never)")
-	callCtx := fs.String("context", "", "more for an agent to know about this call")
-	vars := varsFlag{}
-	fs.Var(vars, "var", "a variable name=value for the flow or agent (repeatable)")
 	asJSON := fs.Bool("json", false, "print the API's answer as JSON")
 	if _, err := parseArgs(fs, args, 0); err != nil {
 		return err
 	}
-	if *to == "" {
-		return errors.New("usage: voxbridge tasks create --to X (--flow ID | --agent ID) [--at TIME] [--attempts N] [--retry-interval S] [--json]")
+	req, err := call.request("tasks create", "usage: voxbridge tasks create --to X (--flow ID | --agent ID) [--at TIME] [--attempts N] [--retry-interval S] [--json]")
+	if err != nil {
+		return err
 	}
-	if (*flowID == "") == (*agentID == "") {
-		return errors.New("tasks create: give exactly one of --flow and --agent")
+	body := struct {
+		store.CallRequest
+		ScheduledAt    string   `json:"scheduled_at,omitempty"`
+		MaxAttempts    int      `json:"max_attempts"`
+		RetryIntervalS int      `json:"retry_interval_s"`
+		RetryOn        []string `json:"retry_on"` // null: the default
+	}{CallRequest: req, ScheduledAt: *at, MaxAttempts: *attempts, RetryIntervalS: *interval}
+	switch *retryOn {
+	case "":
+	case "none":
+		body.RetryOn = []string{} // never
+	default:
+		body.RetryOn = strings.Split(*retryOn, ",")
 	}
 	c, err := client()
 	if err != nil {
 		return err
-	}
-	body := map[string]any{"to": *to, "max_attempts": *attempts, "retry_interval_s": *interval}
-	for k, v := range map[string]string{"flow_id": *flowID, "agent_id": *agentID, "from": *from, "trunk": *trunk,
-		"scheduled_at": *at, "context": *callCtx} {
-		if v != "" {
-			body[k] = v
-		}
-	}
-	switch *retryOn {
-	case "":
-	case "none":
-		body["retry_on"] = []string{}
-	default:
-		body["retry_on"] = strings.Split(*retryOn, ",")
-	}
-	if len(vars) > 0 {
-		body["variables"] = map[string]string(vars)
 	}
 	var t store.Task
 	if err := c.do("POST", "/v1/tasks", body, &t); err != nil {
