@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -171,13 +173,24 @@ func TestOriginateInlineFlowToExtension(t *testing.T) {
 		t.Fatalf("GET /v1/calls listed %d calls, want only %s: %+v", len(list.Result), call.ID, list.Result)
 	}
 
-	var recs []store.Recording
-	waitFor(t, "the recording", 10*time.Second, func() bool {
-		var err error
-		recs, err = inst.db.ListRecordings(context.Background(), call.ID)
-		return err == nil && len(recs) == 1 && recs[0].Status == store.RecordingCompleted
-	})
-	_, sent := readStereo(t, recs[0].Path)
+	// The recording, downloaded as an operator would: 409 while it is
+	// being finished, then the WAV (polled gently: 20 requests/s per key).
+	var status int
+	var wav []byte
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		status, wav = apiDo(t, inst, "GET", "/v1/calls/"+call.ID+"/recording", nil)
+		if status != http.StatusConflict || time.Now().After(deadline) {
+			break
+		}
+	}
+	if status != http.StatusOK {
+		t.Fatalf("GET /v1/calls/%s/recording: %d %.200s", call.ID, status, wav)
+	}
+	file := filepath.Join(t.TempDir(), "call.wav")
+	if err := os.WriteFile(file, wav, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, sent := readStereo(t, file)
 	if got := toneSequence(sent, 1000, 500); fmt.Sprint(got) != "[1000 500]" {
 		t.Fatalf("the recording's far side has tones %v, want [1000 500]", got)
 	}
