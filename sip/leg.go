@@ -133,6 +133,9 @@ func readOffer(req *sip.Request) (offer *sdp.Session, neg sdp.Negotiated, negErr
 		return nil, neg, nil, 400, "Malformed SDP"
 	}
 	neg, negErr = sdp.Negotiate(offer, SupportedCodecs)
+	if errors.Is(negErr, sdp.ErrMalformed) {
+		return nil, neg, nil, 400, "Malformed SDP" // its only codec of ours is unreadable
+	}
 	return offer, neg, negErr, 0, ""
 }
 

@@ -101,6 +101,21 @@ func (p *ProtectConfig) setDefaults() {
 	p.MaxConns = cmp.Or(p.MaxConns, 10_000)
 }
 
+// maxUDPPayload is the largest UDP payload over IPv4 (65535 less the IP
+// and UDP headers).
+const maxUDPPayload = 65507
+
+func init() {
+	// sipgo refuses to write any UDP message over 1300 bytes (UDPMTUSize
+	// less 200), for RFC 3261 §18.1.1, which wants such requests sent over
+	// TCP; sipgo does not switch, it fails. Responses have no such rule
+	// (§18.2.2 sends them as the Via says), and one echoing a large
+	// request's headers, e.g. RFC 4475 longreq's, was silently lost. So
+	// UDP carries whatever fits a datagram, as IP fragments if need be;
+	// MaxMessageSize still bounds what we accept.
+	sip.UDPMTUSize = maxUDPPayload + 200
+}
+
 // Refusal reasons, as counted and logged.
 const (
 	RefusedBanned        = "banned"           // dropped: the source is banned
@@ -424,7 +439,7 @@ func (p *protector) filter(props sip.TransportReadProps, data []byte) ([]byte, e
 	if !p.check(props.RemoteAddr, data, reply) {
 		return nil, nil
 	}
-	return data, nil
+	return fixAddrHeaders(data), nil
 }
 
 // errConnRefused closes a stream connection from the read filter.
@@ -454,7 +469,7 @@ func (p *protector) filterStream(props sip.TransportReadProps, data []byte) ([]b
 		}
 		if p.checkAdmitted(props.RemoteAddr, m, func(b []byte) { _, _ = gc.Write(b) }) {
 			gc.established.Store(true)
-			out = append(out, m...)
+			out = append(out, fixAddrHeaders(m)...)
 		}
 	}
 	if len(out) == 0 {
@@ -741,6 +756,179 @@ func rawResponse(msg []byte, code int, reason string) []byte {
 	}
 	b.WriteString("Content-Length: 0\r\n\r\n")
 	return b.Bytes()
+}
+
+// fixAddrHeaders repairs what RFC 3261 and RFC 2543 allow in a valid
+// request but sipgo cannot take. sipgo keeps the blanks of "; tag = x"
+// (RFC 3261 allows LWS around ";" and "=") in the parameter name, and both
+// its transaction layer (for requests without an RFC 3261 branch) and its
+// dialogs refuse a From without a tag, which RFC 2543 requests lack and
+// RFC 3261 §12.1.1 says to take as an empty tag. So in From and To the
+// blanks around the parameters' separators are dropped and a tagless From
+// gets ";tag" (an empty tag, echoed so in our responses). An RFC 2543
+// INVITE (no RFC 3261 branch) without Contact gets its From URI as
+// Contact: RFC 2543 sent requests back to From then. Other bytes are kept;
+// msg itself is returned when nothing needs fixing.
+func fixAddrHeaders(msg []byte) []byte {
+	method, isRequest := startLineMethod(msg)
+	if !isRequest {
+		return msg
+	}
+	type field struct {
+		start, end, next int // name to value end (folds included), then past its line break
+		name             string
+	}
+	var fields []field
+	i := bytes.IndexByte(msg, '\n') + 1
+	if i == 0 {
+		return msg
+	}
+	headEnd := len(msg) // the blank line ending the header section
+	for i < len(msg) {
+		next := lineEnd(msg, i)
+		line := bytes.TrimRight(msg[i:next], "\r\n")
+		switch {
+		case len(line) == 0:
+			headEnd = i
+		case (line[0] == ' ' || line[0] == '\t') && len(fields) > 0:
+			f := &fields[len(fields)-1]
+			f.end, f.next = i+len(line), next // a fold continues the field
+		default:
+			n, _, _ := bytes.Cut(line, []byte{':'})
+			fields = append(fields, field{i, i + len(line), next, strings.ToLower(string(bytes.TrimSpace(n)))})
+		}
+		if headEnd < len(msg) {
+			break
+		}
+		i = next
+	}
+	var out []byte // nil until something changes
+	edit := func(at int) {
+		if out == nil {
+			out = append(make([]byte, 0, len(msg)+64), msg[:at]...)
+		}
+	}
+	var fromURI, topVia string
+	hasContact := false
+	for _, f := range fields {
+		switch f.name {
+		case "from", "f", "to", "t":
+			_, value, _ := bytes.Cut(msg[f.start:f.end], []byte{':'})
+			fixed, changed := fixAddrValue(string(value), f.name == "from" || f.name == "f")
+			if f.name == "from" || f.name == "f" {
+				fromURI = addrURI(fixed)
+			}
+			if changed {
+				edit(f.start)
+				raw, _, _ := bytes.Cut(msg[f.start:f.end], []byte{':'})
+				out = append(append(append(out, bytes.TrimSpace(raw)...), ": "...), fixed...)
+				out = append(out, msg[f.end:f.next]...)
+				continue
+			}
+		case "via", "v":
+			if topVia == "" {
+				topVia, _, _ = strings.Cut(string(msg[f.start:f.end]), ",")
+			}
+		case "contact", "m":
+			hasContact = true
+		}
+		if out != nil {
+			out = append(out, msg[f.start:f.next]...)
+		}
+	}
+	if method == "INVITE" && !hasContact && fromURI != "" && !strings.Contains(topVia, sip.RFC3261BranchMagicCookie) {
+		edit(headEnd)
+		out = append(append(append(out, "Contact: <"...), fromURI...), '>')
+		out = append(out, msg[headEnd:lineEnd(msg, headEnd)]...) // the blank line's break style
+	}
+	if out == nil {
+		return msg
+	}
+	return append(out, msg[headEnd:]...)
+}
+
+// lineEnd is the index just past the line break at or after i.
+func lineEnd(msg []byte, i int) int {
+	if j := bytes.IndexByte(msg[i:], '\n'); j >= 0 {
+		return i + j + 1
+	}
+	return len(msg)
+}
+
+// addrURI is the URI of a From/To value fixed by fixAddrValue: inside
+// <>, else up to its parameters.
+func addrURI(v string) string {
+	if lt := strings.LastIndexByte(v, '<'); lt >= 0 {
+		if gt := strings.IndexByte(v[lt:], '>'); gt > 0 {
+			return v[lt+1 : lt+gt]
+		}
+		return ""
+	}
+	uri, _, _ := strings.Cut(v, ";")
+	return strings.TrimSpace(uri)
+}
+
+// fixAddrValue drops the blanks around ";" and "=" in the parameters of
+// a From or To value (after its <URI>, or its first ";" without one),
+// joining folded lines, and adds an empty tag to a From without one. It
+// reports whether the value changed.
+func fixAddrValue(value string, isFrom bool) (string, bool) {
+	v := strings.TrimSpace(strings.NewReplacer("\r\n", " ", "\n", " ").Replace(value))
+	paramsAt := -1
+	inQuote := false
+	for i := 0; i < len(v) && paramsAt < 0; i++ {
+		switch c := v[i]; {
+		case inQuote && c == '\\':
+			i++ // an escaped character in a quoted display name
+		case c == '"':
+			inQuote = !inQuote
+		case !inQuote && c == '<':
+			gt := strings.IndexByte(v[i:], '>')
+			if gt < 0 {
+				return value, false // not ours to repair: the parser judged it
+			}
+			paramsAt = i + gt + 1
+		case !inQuote && c == ';':
+			paramsAt = i
+		}
+	}
+	if paramsAt < 0 {
+		paramsAt = len(v)
+	}
+	var b strings.Builder
+	b.WriteString(strings.TrimRight(v[:paramsAt], " \t"))
+	params := v[paramsAt:]
+	hasTag := false
+	inQuote = false
+	for i := 0; i < len(params); i++ {
+		c := params[i]
+		switch {
+		case inQuote:
+			if c == '\\' && i+1 < len(params) {
+				b.WriteByte(c)
+				i++
+				c = params[i]
+			} else if c == '"' {
+				inQuote = false
+			}
+		case c == '"':
+			inQuote = true
+		case c == ' ' || c == '\t':
+			continue // only LWS around separators is legal here
+		case c == ';':
+			rest := strings.TrimLeft(params[i+1:], " \t")
+			if n := len("tag"); len(rest) >= n && strings.EqualFold(rest[:n], "tag") &&
+				(len(rest) == n || strings.ContainsRune(" \t=;", rune(rest[n]))) {
+				hasTag = true
+			}
+		}
+		b.WriteByte(c)
+	}
+	if isFrom && !hasTag {
+		b.WriteString(";tag")
+	}
+	fixed := b.String()
+	return fixed, fixed != strings.TrimSpace(value)
 }
 
 // streamFramer cuts a TCP/TLS byte stream into whole SIP messages by

@@ -289,6 +289,10 @@ func (m *session) onOffer(p dialogPeer, req *sip.Request, tx sip.ServerTransacti
 		m.mu.Unlock()
 		// The session goes on with its old media (RFC 3261 §14.2).
 		s.log.Info("sip re-offer refused", "call_id", p.sipCallID(), "method", req.Method, "err", err)
+		if errors.Is(err, sdp.ErrMalformed) { // as for an initial INVITE
+			respond(400, "Malformed SDP", nil)
+			return
+		}
 		respond(488, "Not Acceptable Here", nil, sip.NewHeader("Accept", "application/sdp"))
 		return
 	}

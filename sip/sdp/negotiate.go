@@ -37,15 +37,18 @@ func encoding(m *Media, pt uint8) (RTPMap, bool) {
 // order wins. Static PTs 0/8 match without rtpmap; dynamic ones match by
 // rtpmap name (case-insensitive), clock rate and mono. An offer whose
 // usable audio carries only telephone-event or unknown codecs gives
-// ErrNoCommonCodec; one without usable audio gives ErrNoAudio. Any ptime
-// is accepted and reported (media re-chunks).
+// ErrNoCommonCodec; one without usable audio gives ErrNoAudio. Payload
+// types in Media.Malformed are never picked; when a usable audio section
+// has one and nothing else of ours, the offer is refused with ErrMalformed,
+// since the broken line may have been the codec we share. Any ptime is
+// accepted and reported (media re-chunks).
 //
 // It works the same on an answer to our offer.
 func Negotiate(offer *Session, ours []Codec) (Negotiated, error) {
 	if offer == nil {
 		return Negotiated{}, fmt.Errorf("%w: nil session", ErrMalformed)
 	}
-	var noAudio, noCodec string // first reason each kind of failure happened
+	var noAudio, noCodec, malformed string // first reason each kind of failure happened
 	for i := range offer.Media {
 		m := &offer.Media[i]
 		if !isAudio(m) {
@@ -75,6 +78,12 @@ func Negotiate(offer *Session, ours []Codec) (Negotiated, error) {
 			continue
 		}
 		codec, ok := pickCodec(m, ours)
+		if !ok && len(m.Malformed) > 0 {
+			if malformed == "" {
+				malformed = fmt.Sprintf("audio m= section %d: %s", i, firstMalformed(m))
+			}
+			continue
+		}
 		if !ok {
 			if noCodec == "" {
 				noCodec = fmt.Sprintf("audio m= section %d offers %s; we support %s", i, describeOffer(m), describeOurs(ours))
@@ -84,6 +93,8 @@ func Negotiate(offer *Session, ours []Codec) (Negotiated, error) {
 		return negotiated(offer, m, i, addr, codec), nil
 	}
 	switch {
+	case malformed != "":
+		return Negotiated{}, fmt.Errorf("%w: %s", ErrMalformed, malformed)
 	case noCodec != "":
 		return Negotiated{}, fmt.Errorf("%w: %s", ErrNoCommonCodec, noCodec)
 	case noAudio != "":
@@ -168,6 +179,9 @@ func pickCodec(m *Media, ours []Codec) (Codec, bool) {
 		if pt > 127 {
 			continue
 		}
+		if m.Malformed[pt] != "" {
+			continue // its static meaning may be what the broken line contradicts
+		}
 		rm, ok := encoding(m, pt)
 		// Stereo G.711 is a different format from the mono we produce.
 		if !ok || rm.Channels > 1 {
@@ -183,6 +197,18 @@ func pickCodec(m *Media, ours []Codec) (Codec, bool) {
 		}
 	}
 	return Codec{}, false
+}
+
+// firstMalformed is the reason for the lowest malformed PT of m, so the
+// error does not depend on map order.
+func firstMalformed(m *Media) string {
+	first := -1
+	for pt := range m.Malformed {
+		if first < 0 || int(pt) < first {
+			first = int(pt)
+		}
+	}
+	return m.Malformed[uint8(first)]
 }
 
 // describeOffer lists the offered encodings for an error, a few at most.

@@ -317,39 +317,42 @@ func (p *parser) parseAttribute(val string) error {
 	return nil
 }
 
-// parseRTPMap parses "<pt> <name>/<clock>[/<channels>]".
+// parseRTPMap parses "<pt> <name>/<clock>[/<channels>]". Only an
+// unreadable payload type fails the body: any other fault marks the PT
+// malformed (see Media.Malformed), since the line may describe a codec
+// nobody will use (RFC 4475's esc01 has "a=rtpmap:31 LPC" on video).
 func (p *parser) parseRTPMap(value string) error {
 	ptStr, enc, _ := strings.Cut(value, " ")
 	pt, ok := parseUint(ptStr, 127)
 	if !ok {
 		return p.errf("rtpmap payload type is not in 0-127")
 	}
+	// An rtpmap for a PT not on the m= line describes nothing (RFC 8866
+	// §6.6); dropping it also bounds the map by the format list.
+	if !p.mFormats[pt] || p.m.Malformed[uint8(pt)] != "" {
+		return nil
+	}
 	enc = strings.TrimSpace(enc)
 	name, rest, _ := strings.Cut(enc, "/")
 	clockStr, chStr, hasCh := strings.Cut(rest, "/")
 	if name == "" || strings.ContainsAny(name, " \t") {
-		return p.errf("rtpmap encoding name is missing or has blanks")
+		return p.malformed(uint8(pt), "rtpmap encoding name is missing or has blanks")
 	}
 	clock, ok := parseUint(clockStr, 1<<31-1)
 	if !ok || clock == 0 {
-		return p.errf("rtpmap clock rate is not a positive number")
+		return p.malformed(uint8(pt), "rtpmap clock rate is not a positive number")
 	}
 	var ch uint64
 	if hasCh {
 		if ch, ok = parseUint(chStr, 255); !ok || ch == 0 {
-			return p.errf("rtpmap channels is not a number in 1-255")
+			return p.malformed(uint8(pt), "rtpmap channels is not a number in 1-255")
 		}
-	}
-	// An rtpmap for a PT not on the m= line describes nothing (RFC 8866
-	// §6.6); dropping it also bounds the map by the format list.
-	if !p.mFormats[pt] {
-		return nil
 	}
 	rm := RTPMap{Name: name, ClockRate: int(clock), Channels: int(ch)}
 	if old, dup := p.m.RTPMaps[uint8(pt)]; dup {
 		// A PT with two meanings would make codec choice a coin toss.
 		if old != rm {
-			return p.errf("conflicting rtpmap for payload type %d", pt)
+			return p.malformed(uint8(pt), fmt.Sprintf("conflicting rtpmap for payload type %d", pt))
 		}
 		return nil
 	}
@@ -367,13 +370,13 @@ func (p *parser) parseFmtp(value string) error {
 	if !ok {
 		return p.errf("fmtp payload type is not in 0-127")
 	}
-	if !p.mFormats[pt] {
+	if !p.mFormats[pt] || p.m.Malformed[uint8(pt)] != "" {
 		return nil
 	}
 	params = strings.TrimSpace(params)
 	if old, dup := p.m.Fmtp[uint8(pt)]; dup {
 		if old != params {
-			return p.errf("conflicting fmtp for payload type %d", pt)
+			return p.malformed(uint8(pt), fmt.Sprintf("conflicting fmtp for payload type %d", pt))
 		}
 		return nil
 	}
@@ -381,6 +384,18 @@ func (p *parser) parseFmtp(value string) error {
 		p.m.Fmtp = make(map[uint8]string)
 	}
 	p.m.Fmtp[uint8(pt)] = params
+	return nil
+}
+
+// malformed marks pt of the current m= section as badly described and
+// forgets what was read for it; the line itself is skipped.
+func (p *parser) malformed(pt uint8, why string) error {
+	if p.m.Malformed == nil {
+		p.m.Malformed = make(map[uint8]string)
+	}
+	p.m.Malformed[pt] = fmt.Sprintf("line %d %s: %s", p.lineNo, snippet(p.line), why)
+	delete(p.m.RTPMaps, pt)
+	delete(p.m.Fmtp, pt)
 	return nil
 }
 

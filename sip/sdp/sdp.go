@@ -3,9 +3,12 @@
 //
 // Parse is written for hostile network input: it never panics, caps the body
 // size and the number of lines, media sections and formats, and reports every
-// rejection as an error wrapping ErrMalformed. Negotiate and Answer only
-// report ErrNoAudio or ErrNoCommonCodec for well-formed offers we cannot
-// serve, so the SIP layer can map ErrMalformed to 400 and the others to 488.
+// rejection as an error wrapping ErrMalformed. A malformed a=rtpmap or a=fmtp
+// line of a payload type on the m= line does not fail Parse: the type is
+// marked in Media.Malformed, and Negotiate and Answer report ErrMalformed only
+// when no usable codec is left without it. Otherwise they report ErrNoAudio
+// or ErrNoCommonCodec for offers we cannot serve, so the SIP layer can map
+// ErrMalformed to 400 and the others to 488.
 package sdp
 
 import (
@@ -89,7 +92,12 @@ type Media struct {
 	Formats []uint8
 	RTPMaps map[uint8]RTPMap // from a=rtpmap, only for PTs in Formats
 	Fmtp    map[uint8]string // from a=fmtp, only for PTs in Formats
-	Ptime   int              // a=ptime in ms, 0 if absent
+	// Malformed holds the PTs in Formats whose a=rtpmap or a=fmtp line
+	// could not be read (no clock rate, conflicting lines, ...), with why.
+	// Their rtpmap and fmtp are dropped and Negotiate never picks them: a
+	// broken line for a codec we would not use must not sink the offer.
+	Malformed map[uint8]string
+	Ptime     int // a=ptime in ms, 0 if absent
 	// Direction is the media-level direction attribute, "" if absent.
 	Direction Direction
 	RTCPMux   bool

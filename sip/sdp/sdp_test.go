@@ -556,12 +556,7 @@ func TestParseMalformed(t *testing.T) {
 		{"two session c=", head + "c=IN IP4 192.0.2.2\r\nm=audio 9 RTP/AVP 0\r\n"},
 		{"two media c=", head + "m=audio 9 RTP/AVP 0\r\nc=IN IP4 192.0.2.2\r\nc=IN IP4 192.0.2.3\r\n"},
 		{"audio without c=", "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\n"},
-		{"rtpmap no clock", head + "m=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU\r\n"},
-		{"rtpmap zero clock", head + "m=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU/0\r\n"},
 		{"rtpmap bad PT", head + "m=audio 9 RTP/AVP 0\r\na=rtpmap:x PCMU/8000\r\n"},
-		{"rtpmap bad channels", head + "m=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000/x\r\n"},
-		{"rtpmap conflict", head + "m=audio 9 RTP/AVP 96\r\na=rtpmap:96 PCMU/8000\r\na=rtpmap:96 PCMA/8000\r\n"},
-		{"fmtp conflict", head + "m=audio 9 RTP/AVP 96\r\na=fmtp:96 0-15\r\na=fmtp:96 0-16\r\n"},
 		{"ptime junk", head + "m=audio 9 RTP/AVP 0\r\na=ptime:abc\r\n"},
 		{"ptime zero", head + "m=audio 9 RTP/AVP 0\r\na=ptime:0\r\n"},
 		{"rtcp junk", head + "m=audio 9 RTP/AVP 0\r\na=rtcp:x\r\n"},
@@ -607,6 +602,74 @@ func TestParseLenient(t *testing.T) {
 			}
 			if _, err := Negotiate(s, ours); err != nil {
 				t.Errorf("Negotiate: %v", err)
+			}
+		})
+	}
+}
+
+// A broken a=rtpmap or a=fmtp line sinks the offer only when it may
+// describe the codec we would pick: RFC 4475's esc01 and longreq carry
+// "a=rtpmap:31 LPC" (no clock rate) on a video line next to good G.711.
+func TestMalformedRTPMap(t *testing.T) {
+	const head = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n"
+	tests := []struct {
+		name, in  string
+		malformed []uint8 // PTs of the first m= marked malformed (nil: none)
+		wantErr   error   // from Negotiate; nil means pt is chosen
+		pt        uint8
+	}{
+		{"esc01: no clock on an unused video PT", head + "m=audio 49217 RTP/AVP 0 12\r\nm=video 3227 RTP/AVP 31\r\na=rtpmap:31 LPC\r\n", nil, nil, 0},
+		{"no clock on an unused audio PT", head + "m=audio 9 RTP/AVP 96 8\r\na=rtpmap:96 opus\r\n", []uint8{96}, nil, 8},
+		{"bad channels on an unused PT", head + "m=audio 9 RTP/AVP 8 97\r\na=rtpmap:97 speex/16000/x\r\n", []uint8{97}, nil, 8},
+		{"conflicting fmtp on an unused PT", head + "m=audio 9 RTP/AVP 0 96\r\na=rtpmap:96 telephone-event/8000\r\na=fmtp:96 0-15\r\na=fmtp:96 0-16\r\n", []uint8{96}, nil, 0},
+		{"a broken G.711 line skipped for a good one", head + "m=audio 9 RTP/AVP 96 8\r\na=rtpmap:96 PCMU\r\n", []uint8{96}, nil, 8},
+		{"rtpmap for a PT not offered", head + "m=audio 9 RTP/AVP 0\r\na=rtpmap:8 PCMA\r\n", nil, nil, 0},
+		{"the only codec has no clock", head + "m=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU\r\n", []uint8{0}, ErrMalformed, 0},
+		{"the only codec has a zero clock", head + "m=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU/0\r\n", []uint8{0}, ErrMalformed, 0},
+		{"the only codec has bad channels", head + "m=audio 9 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000/x\r\n", []uint8{0}, ErrMalformed, 0},
+		{"the only codec has two meanings", head + "m=audio 9 RTP/AVP 96\r\na=rtpmap:96 PCMU/8000\r\na=rtpmap:96 PCMA/8000\r\n", []uint8{96}, ErrMalformed, 0},
+		{"the only codec has conflicting fmtp", head + "m=audio 9 RTP/AVP 8\r\na=fmtp:8 x=1\r\na=fmtp:8 x=2\r\n", []uint8{8}, ErrMalformed, 0},
+		{"nothing of ours, well formed", head + "m=audio 9 RTP/AVP 96\r\na=rtpmap:96 opus/48000/2\r\n", nil, ErrNoCommonCodec, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := Parse([]byte(tt.in))
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			var got []uint8
+			for pt := range s.Media[0].Malformed {
+				got = append(got, pt)
+			}
+			if !reflect.DeepEqual(got, tt.malformed) {
+				t.Errorf("malformed PTs %v, want %v", got, tt.malformed)
+			}
+			for pt := range s.Media[0].Malformed {
+				if _, ok := s.Media[0].RTPMaps[pt]; ok {
+					t.Errorf("PT %d is malformed but kept its rtpmap", pt)
+				}
+				if _, ok := s.Media[0].Fmtp[pt]; ok {
+					t.Errorf("PT %d is malformed but kept its fmtp", pt)
+				}
+			}
+			n, err := Negotiate(s, ours)
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("Negotiate = %+v, %v; want %v", n, err, tt.wantErr)
+				}
+				if _, _, aerr := Answer(s, ours, Local{Address: netip.MustParseAddr("192.0.2.9"), Port: 4000}); !errors.Is(aerr, tt.wantErr) {
+					t.Errorf("Answer: %v; want %v", aerr, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Negotiate: %v", err)
+			}
+			if n.Codec.PayloadType != tt.pt || n.MediaIndex != 0 {
+				t.Errorf("chose PT %d in m= %d, want PT %d in m= 0", n.Codec.PayloadType, n.MediaIndex, tt.pt)
+			}
+			if n.DTMFPayloadType != 0 {
+				t.Errorf("telephone-event PT %d from a broken description", n.DTMFPayloadType)
 			}
 		})
 	}
