@@ -3,6 +3,7 @@
 # voxbridge on loopback, then the call records are checked over HTTP.
 #   1. SIPp's built-in uac scenario (INVITE → 200 → ACK → BYE).
 #   1d/1e. SIPp REFER in a call, and CANCEL during ringing.
+#   1f. SIPp plays PCMA speech and an RFC 4733 digit from pcaps.
 #   2. voxbridge dial: greeting heard, DTMF ends the echo, server hangs up.
 #   3. SIPp with its own server (testdata/sipp/run.sh): REGISTER with digest,
 #      a wrong password, and a registered extension calling out through a
@@ -135,6 +136,29 @@ sleep 0.5
 rec=$(api "/v1/calls?page_size=1" | jq '.result[0]')
 check "cancelled call recorded: hangup by remote, reason cancel, 487" \
   "$(jq -r '.status=="hangup" and .hangup_by=="remote" and .hangup_reason=="cancel" and .sip_code==487 and .flow_id=="ringing"' <<<"$rec")"
+
+# 1f. A PCMA call whose audio comes from a pcap, then the digit 1 as RFC
+#     4733 events from SIPp's own pcaps (testdata/sipp/uac_pcap_dtmf.xml):
+#     the echo test ends on the digit and voxbridge sends the BYE.
+pcapdir=""
+for d in /usr/share/sip-tester /usr/share/sipp /usr/local/share/sipp; do
+  [ -f "$d/dtmf_2833_1.pcap" ] && [ -f "$d/g711a.pcap" ] && { pcapdir=$d; break; }
+done
+if [ -z "$pcapdir" ]; then
+  check "sipp pcap audio and DTMF: SIPp's pcaps (g711a.pcap, dtmf_2833_1.pcap) found" false
+elif mkdir -p "$work/pcap" && cp testdata/sipp/uac_pcap_dtmf.xml "$pcapdir/g711a.pcap" "$pcapdir/dtmf_2833_1.pcap" "$work/pcap/" &&
+  sipp "127.0.0.1:${SIP_PORT}" -sf "$work/pcap/uac_pcap_dtmf.xml" -s echo -i 127.0.0.1 -p 25075 -mp 26500 \
+    -m 1 -timeout 40s -timeout_error -nostdin -trace_err \
+    -error_file "$work/sipp_25075_err.log" >"$work/sipp_25075.log" 2>&1; then
+  check "sipp PCMA from a pcap, DTMF 1 from a pcap, BYE from voxbridge" true
+else
+  cat "$work/sipp_25075_err.log" "$work/sipp_25075.log" 2>/dev/null | tail -n 30 >&2 || true
+  check "sipp PCMA from a pcap, DTMF 1 from a pcap, BYE from voxbridge" false
+fi
+sleep 0.5
+rec=$(api "/v1/calls?page_size=1" | jq '.result[0]')
+check "pcap call recorded: PCMA, digit 1, hung up by voxbridge, RTP received" \
+  "$(jq -r '.status=="hangup" and .hangup_by=="local" and .codec=="PCMA" and .dtmf=="1" and .rtp_packets_in > 100' <<<"$rec")"
 
 # 2. voxbridge dial: hears the greeting, presses 1 during the echo test,
 #    the server says goodbye and hangs up.
