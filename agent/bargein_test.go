@@ -1,6 +1,7 @@
 package agent_test
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -83,24 +84,75 @@ func checkWholeReply(t *testing.T, h *harness, res agent.Result) {
 	}
 }
 
-// A 240 ms "uh-huh" is shorter than the 300 ms barge-in minimum. The VAD's
-// hangover must not count toward it: the agent's audio is never flushed
-// and plays without a pause.
-func TestShortBackchannelDoesNotFlush(t *testing.T) {
+// checkDeliveredWhole fails t unless the agent's outbound audio holds the
+// rendered text's audio sample for sample, in order, with only silence
+// inserted (the pause): nothing skipped and nothing said twice, which a
+// tone check cannot tell.
+func checkDeliveredWhole(t *testing.T, h *harness, out []int16, text string) {
+	t.Helper()
+	want, _ := h.tts.Render(text)
+	start := -1
+	for j := 0; j+160 <= len(out) && start < 0; j++ {
+		if slices.Equal(out[j:j+160], want[:160]) {
+			start = j
+		}
+	}
+	if start < 0 {
+		t.Fatal("the reply's first 20 ms never went out")
+	}
+	i, inserted := 0, 0
+	for j := start; j < len(out) && i < len(want); j++ {
+		switch {
+		case out[j] == want[i]:
+			i++
+		case out[j] == 0:
+			inserted++ // the pause (or the padding of a packet)
+		default:
+			t.Fatalf("after %d of %d samples of the reply, the caller got %d where %d was due: audio skipped or repeated",
+				i, len(want), out[j], want[i])
+		}
+	}
+	if i != len(want) {
+		t.Fatalf("%d of %d samples of the reply were sent", i, len(want))
+	}
+	t.Logf("reply: %d samples delivered of %d rendered, %v of pause inserted", i, len(want), samplesDur(inserted))
+}
+
+// agentFramesAfter counts the frames of agent audio sent from the caller's
+// onset frame on (onset and tick0 are ticks of the call): the stretch of
+// agent audio the caller spoke into, word gaps of the fake voice bridged.
+// False when no agent audio was playing at the onset.
+func agentFramesAfter(out []int16, tick0, onset int64) (int, bool) {
+	at := int(onset - tick0)
+	for _, sp := range agenttest.Spans(agenttest.Active(out), 5) {
+		if sp[0] <= at && at < sp[1] {
+			return sp[1] - at, true
+		}
+	}
+	return 0, false
+}
+
+func samplesDur(n int) time.Duration { return time.Duration(n) * time.Second / media.SampleRate }
+
+// A 240 ms "uh-huh" is shorter than the 300 ms barge-in minimum. The agent
+// pauses at its onset and resumes where it paused once it ends: never
+// committed (the VAD's hangover does not count toward the minimum), the
+// reply delivered whole, and the pause no longer than the "uh-huh" itself
+// plus the VAD's 200 ms hangover and a few frames.
+func TestShortBackchannelPausesAndResumes(t *testing.T) {
 	t.Parallel()
 	h, res := backchannelOverReply(t, 240*time.Millisecond, 1500)
-	if f := h.call.Flushes(); len(f) != 0 {
-		t.Errorf("a 240 ms backchannel flushed the agent (%d flushes)", len(f))
+	if f := h.call.Flushes(); len(f) != 1 {
+		t.Errorf("%d flushes, want the one pause", len(f))
 	}
-	if kinds := bargeInKinds(h); kinds != "" {
-		t.Errorf("barge-in events %q, want none", kinds)
+	if kinds := bargeInKinds(h); kinds != "pause,resume" {
+		t.Errorf("barge-in events %q, want pause then resume", kinds)
 	}
 	checkWholeReply(t, h, res)
-	// The reply's own longest silence is the 40 ms between words (longer
-	// only if the fake TTS fell behind a sentence); a flush would leave the
-	// 1.5 s resume delay.
 	out, _ := h.call.Outbound()
-	if p := longestPause(out); p > 300*time.Millisecond {
+	checkDeliveredWhole(t, h, out, longReply)
+	// Committing would leave the 1.5 s resume delay.
+	if p := longestPause(out); p > 240*time.Millisecond+200*time.Millisecond+100*time.Millisecond {
 		t.Errorf("the reply paused for %v", p)
 	}
 }
@@ -114,13 +166,14 @@ func TestBackchannelFinalResumesAtOnce(t *testing.T) {
 	if f := h.call.Flushes(); len(f) != 1 {
 		t.Errorf("%d flushes, want 1", len(f))
 	}
-	if kinds := bargeInKinds(h); kinds != "flush,resume" {
-		t.Errorf("barge-in events %q, want flush then resume", kinds)
+	if kinds := bargeInKinds(h); kinds != "pause,flush,resume" {
+		t.Errorf("barge-in events %q, want pause, flush, resume", kinds)
 	}
 	checkWholeReply(t, h, res)
+	out, _ := h.call.Outbound()
+	checkDeliveredWhole(t, h, out, longReply)
 	// Silent from the flush until the final: the rest of the "uh-huh",
 	// the STT's 200 ms and a frame or two; the resume timer would be 5 s.
-	out, _ := h.call.Outbound()
 	if p := longestPause(out); p > 2*time.Second {
 		t.Errorf("the reply paused for %v: it waited for the resume timer", p)
 	}
@@ -149,4 +202,37 @@ func TestHangupMidReplyKeepsWhatWasHeard(t *testing.T) {
 	if reply == nil || reply.Text == "" || reply.Text == longReply || !strings.HasPrefix(longReply, reply.Text) {
 		t.Fatalf("reply stored as %+v, want the start of %q that was played", reply, longReply)
 	}
+}
+
+// After a backchannel's pause the agent starts again, and so does its
+// echo: speech starting within the echo guard of the resume is ignored,
+// so echo cannot make the agent stutter pause after pause.
+func TestEchoGuardAfterResume(t *testing.T) {
+	t.Parallel()
+	def := baseDef()
+	def.StartingMessage = ""
+	def.BargeIn.EchoGuardMS = 800 // wide, so the test's own wake-up cannot miss it
+	h := newHarness(t, def)
+	h.stt.Script = []agenttest.Utterance{{Text: "What times do you have?"}, {Text: "uh-huh", Partial: "uh-huh"}, {Text: "echo of the agent"}}
+	h.llm.Script = []agenttest.Reply{{Text: longReply}}
+	h.start()
+	h.call.Say(agenttest.Speech(time.Second))
+	first := h.agentStarted(0)
+	h.waitFor("reply playing", func() bool { return h.call.Now().Sub(first) >= time.Second })
+	h.call.Say(agenttest.Speech(240 * time.Millisecond))
+	h.waitFor("the resume", func() bool { return strings.HasSuffix(bargeInKinds(h), "resume") })
+	// Echo of the resumed audio: long enough to interrupt were it speech.
+	h.call.Say(agenttest.Speech(600 * time.Millisecond))
+	h.waitFor("the reply to end", func() bool {
+		ts := h.turns()
+		return len(ts) >= 2 && ts[1].Final
+	})
+	h.waitListening()
+	res := h.hangup()
+	if kinds := bargeInKinds(h); kinds != "pause,resume" {
+		t.Errorf("barge-in events %q, want one pause and its resume", kinds)
+	}
+	checkWholeReply(t, h, res)
+	out, _ := h.call.Outbound()
+	checkDeliveredWhole(t, h, out, longReply)
 }

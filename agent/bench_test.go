@@ -114,7 +114,9 @@ func BenchmarkVoiceToVoiceOverhead(b *testing.B) {
 // BenchmarkBargeInStop measures how long agent audio keeps going after the
 // caller starts talking over it: from the caller's speech onset (the frame
 // it starts in) to the end of the last frame carrying agent audio. It
-// includes detection (the barge-in minimum of 300 ms by default).
+// includes detection: the VAD's confirmation of speech, at which the agent
+// pauses (the barge-in minimum, 300 ms by default, only decides whether the
+// pause becomes an interruption or resumes).
 //
 //	go test -run '^$' -bench BargeInStop -benchtime 20x ./agent/
 func BenchmarkBargeInStop(b *testing.B) {
@@ -151,20 +153,13 @@ func benchBargeIn(b *testing.B, minSpeechMS int) {
 		waitUntil(b, "the flush", func() bool { return len(call.Flushes()) > before })
 		time.Sleep(100 * time.Millisecond)
 		out, tick0 := call.Outbound()
-		// The stretch of agent audio the caller spoke into (word gaps of
-		// the fake voice bridged) ends with the agent's last frame.
-		at := int(onset - tick0)
-		last := -1
-		for _, sp := range agenttest.Spans(agenttest.Active(out), 5) {
-			if sp[0] <= at && at < sp[1] {
-				last = sp[1]
-			}
-		}
-		if last < 0 {
+		n, ok := agentFramesAfter(out, tick0, onset)
+		if !ok {
 			b.Fatal("no agent audio at the caller's onset")
 		}
-		// From the start of the onset frame to the end of the last one.
-		stops = append(stops, time.Duration(last-at+1)*20*time.Millisecond)
+		// From the start of the onset frame (a frame before its tick) to
+		// the end of the agent's last one.
+		stops = append(stops, time.Duration(n+1)*20*time.Millisecond)
 		// Drain the second turn's reply and let it finish.
 		select {
 		case <-rows:

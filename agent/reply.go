@@ -85,7 +85,7 @@ func (s *Session) onSpeechEnd(at time.Time) {
 	s.stt.finalize()
 	// The final transcript may have come before the VAD's hangover ran out.
 	s.maybeSpeculate()
-	if b := s.barge; b != nil && !b.flushed {
+	if b := s.barge; b != nil && !b.committed {
 		if s.def.BargeIn.MinWords > 0 {
 			return // wait for the words before deciding
 		}
@@ -140,7 +140,7 @@ func (s *Session) onSTTEvent(ev STTEvent) {
 		return
 	}
 	if b := s.barge; b != nil {
-		if b.flushed {
+		if b.committed {
 			if contentWords(u.text(), s.def.BargeIn.BackchannelWords) > 0 {
 				s.confirmBargeIn()
 			} else {
@@ -292,6 +292,11 @@ func (s *Session) resumeHeldReply() {
 
 func (s *Session) dropUserTurn() {
 	s.user = nil
+	if b := s.barge; b != nil && b.flushed && !b.committed {
+		// Paused for speech that is not a turn now: what was said goes on.
+		s.barge = nil
+		s.resumeHeld()
+	}
 	s.barge = nil
 }
 

@@ -166,7 +166,7 @@ const (
 	EventTurn     EventType = "turn"      // Turn added or updated (upsert by Turn.Index)
 	EventLatency  EventType = "latency"   // Latency of an agent turn
 	EventToolCall EventType = "tool_call" // Tool finished
-	EventBargeIn  EventType = "barge_in"  // the caller interrupted (Text: "flush", "resume" or "confirmed")
+	EventBargeIn  EventType = "barge_in"  // caller speech over the agent (Text: "pause" at its onset, "flush" once long enough to interrupt, "resume" or "confirmed")
 	EventFailure  EventType = "provider_failure"
 )
 
@@ -599,7 +599,7 @@ func (s *Session) deadlines() []time.Time {
 	if u := s.user; u != nil {
 		d = append(d, u.deadline(s))
 	}
-	if b := s.barge; b != nil && b.flushed {
+	if b := s.barge; b != nil && b.committed {
 		d = append(d, b.resumeAt)
 	}
 	if r := s.reply; r != nil {
@@ -640,7 +640,7 @@ func (s *Session) checkTimers(now time.Time) {
 	if r := s.reply; r != nil && due(r.fillerAt, now) {
 		s.onFillerDue(r)
 	}
-	if b := s.barge; b != nil && b.flushed && due(b.resumeAt, now) {
+	if b := s.barge; b != nil && b.committed && due(b.resumeAt, now) {
 		s.maybeResume()
 	}
 	s.checkEndpoint(now)
@@ -705,7 +705,8 @@ func (s *Session) updateState() {
 		s.setState(StateEnded)
 	case s.user != nil && !s.user.tentative && (s.user.speaking || !s.user.committed):
 		s.setState(StateCallerSpeaking)
-	case s.agentAudible():
+	case s.agentAudible() || s.barge != nil && s.barge.flushed && !s.barge.committed:
+		// Paused at the caller's onset, the agent still holds the turn.
 		s.setState(StateAgentSpeaking)
 	case s.reply != nil || s.ending != nil:
 		s.setState(StateThinking)

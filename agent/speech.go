@@ -71,7 +71,10 @@ func (sp *speech) sent() bool {
 }
 
 // heardAt is how many samples had gone out by at, from the chunks' start
-// times: chunks play back to back from when their first packet left.
+// times: chunks play back to back, one packet per 20 ms from when their
+// first packet left, and start on a packet boundary (see pump), so the
+// count is whole packets sent, the one that left at at included. That is
+// exactly where a paused speech resumes: nothing skipped, nothing repeated.
 func (sp *speech) heardAt(at time.Time) int {
 	h := sp.resumedFrom
 	for _, c := range sp.chunks {
@@ -87,7 +90,8 @@ func (sp *speech) heardAt(at time.Time) int {
 		if c.startedAt.IsZero() || c.startedAt.After(at) {
 			continue
 		}
-		played := min(c.n, int(at.Sub(c.startedAt)*vad.SampleRate/time.Second))
+		packets := int(at.Sub(c.startedAt)/vad.FrameDuration) + 1
+		played := min(c.n, packets*vad.FrameSamples)
 		h = max(h, c.off+played)
 	}
 	return h
@@ -205,11 +209,24 @@ func (s *Session) pump() {
 		return
 	}
 	for _, sp := range s.playing {
-		if sp.enq < len(sp.pcm) {
-			pcm := sp.pcm[sp.enq:]
+		end := len(sp.pcm)
+		if !sp.complete {
+			// Whole packets only until the speech is complete, so every
+			// chunk starts on a packet boundary and heardAt is exact; the
+			// remainder goes with the next piece of audio.
+			end = sp.enq + (end-sp.enq)/vad.FrameSamples*vad.FrameSamples
+		}
+		if sp.enq < end {
+			pcm := sp.pcm[sp.enq:end]
+			n := len(pcm)
+			if r := n % vad.FrameSamples; r != 0 {
+				// The speech's last packet is padded with silence, so the
+				// next speech starts on a boundary too (once per speech).
+				pcm = append(slices.Clip(pcm), make([]int16, vad.FrameSamples-r)...)
+			}
 			done, started := s.call.EnqueueStarted(pcm)
-			sp.chunks = append(sp.chunks, &playChunk{off: sp.enq, n: len(pcm), done: done, started: started})
-			sp.enq = len(sp.pcm)
+			sp.chunks = append(sp.chunks, &playChunk{off: sp.enq, n: n, done: done, started: started})
+			sp.enq = end
 		}
 		if !sp.complete {
 			break
@@ -426,12 +443,17 @@ func (s *Session) cutHistory(sp *speech) {
 // ---- Barge-in ----
 
 // bargeIn is caller speech over the agent that may become an interruption.
+// The agent pauses at the speech's onset (flushed) so it stops within a
+// frame or two of the caller starting, not after the minimum speech; the
+// barge-in is committed once the minimum is reached, else the agent resumes
+// where it paused when the speech ends short or is only a backchannel.
 type bargeIn struct {
-	start    time.Time // when the caller started (VAD)
-	flushed  bool      // the agent's audio was flushed
-	flushAt  time.Time
-	resumeAt time.Time
-	thinking bool // it began while the reply was not yet audible
+	start     time.Time // when the caller started (VAD)
+	flushed   bool      // the agent's audio was flushed and is held
+	committed bool      // long enough to interrupt: resumes only on no words
+	flushAt   time.Time
+	resumeAt  time.Time
+	thinking  bool // it began while the reply was not yet audible
 }
 
 // onSpeechStart is the VAD's start of caller speech.
@@ -458,7 +480,10 @@ func (s *Session) onSpeechStart(at time.Time) {
 			s.user.tentative = true
 		}
 		s.user.speaking = true
-		s.barge = &bargeIn{start: at}
+		// Pause now: heard is fixed here, and the audio resumes from it.
+		s.barge = &bargeIn{start: at, flushed: true, flushAt: s.now()}
+		s.interruptAgent(true)
+		s.emit(Event{Type: EventBargeIn, Text: "pause"})
 	case s.barge != nil && s.barge.flushed:
 		// More speech while we hold after a flush.
 		if s.user == nil {
@@ -495,7 +520,7 @@ func (s *Session) continueUserTurn(at time.Time) {
 
 // onSpeaking runs on every frame inside caller speech.
 func (s *Session) onSpeaking(now time.Time) {
-	if s.segIgnored || s.barge == nil || s.barge.flushed {
+	if s.segIgnored || s.barge == nil || s.barge.committed {
 		return
 	}
 	s.checkBargeIn(now)
@@ -505,7 +530,7 @@ func (s *Session) onSpeaking(now time.Time) {
 // long enough (or enough words), and not only backchannels.
 func (s *Session) checkBargeIn(now time.Time) {
 	b, u := s.barge, s.user
-	if b == nil || b.flushed || u == nil {
+	if b == nil || b.committed || u == nil {
 		return
 	}
 	text := u.text()
@@ -528,9 +553,12 @@ func (s *Session) checkBargeIn(now time.Time) {
 		s.callerWentOn()
 		return
 	}
-	b.flushed, b.flushAt = true, now
+	b.committed = true
 	b.resumeAt = now.Add(time.Duration(s.def.BargeIn.ResumeAfterMS) * time.Millisecond)
-	s.interruptAgent(true)
+	if !b.flushed {
+		b.flushed, b.flushAt = true, now
+		s.interruptAgent(true)
+	}
 	s.emit(Event{Type: EventBargeIn, Text: "flush"})
 	s.log.Debug("agent barge-in", "after", now.Sub(b.start))
 	if cw > 0 {
@@ -549,7 +577,7 @@ func (s *Session) voiceEnd() time.Time {
 // timer is for interruptions with no words at all.
 func (s *Session) resumeIfBackchannel() {
 	b, u := s.barge, s.user
-	if b == nil || !b.flushed || u == nil || u.speaking || u.waitsForFinal() {
+	if b == nil || !b.committed || u == nil || u.speaking || u.waitsForFinal() {
 		return
 	}
 	if text := u.text(); strings.TrimSpace(text) != "" && contentWords(text, s.def.BargeIn.BackchannelWords) == 0 {
@@ -560,7 +588,7 @@ func (s *Session) resumeIfBackchannel() {
 // confirmBargeIn makes a flushed interruption final: the caller said words.
 func (s *Session) confirmBargeIn() {
 	b := s.barge
-	if b == nil || !b.flushed {
+	if b == nil || !b.committed {
 		return
 	}
 	s.barge = nil
@@ -585,21 +613,31 @@ func (s *Session) maybeResume() {
 	}
 	s.barge = nil
 	s.user = nil
+	s.resumeHeld()
+}
+
+// resumeHeld plays the held speeches on from exactly where they paused:
+// heard counts the whole packets that went out, so nothing is said twice
+// and nothing is skipped.
+func (s *Session) resumeHeld() {
+	resumed := false
 	for _, sp := range s.playing {
-		from := sp.heard
-		// Back to the start of the word that was cut, when we know it.
-		for _, w := range sp.words {
-			ws := int(w.Start * vad.SampleRate / time.Second)
-			if ws <= sp.heard && samplesDur(sp.heard) < w.End {
-				from = ws
-			}
+		if !sp.flushed {
+			continue
 		}
-		sp.enq = min(from, len(sp.pcm))
+		sp.enq = min(sp.heard, len(sp.pcm))
 		sp.resumedFrom = sp.enq
 		sp.chunks = nil
 		sp.flushed = false
+		resumed = true
 	}
-	s.emit(Event{Type: EventBargeIn, Text: "resume"})
+	if resumed {
+		// The agent starts again, and so can its echo: the echo guard
+		// runs from here, or the echo of the resumed audio would pause it
+		// again, and again.
+		s.agentSince = s.now()
+		s.emit(Event{Type: EventBargeIn, Text: "resume"})
+	}
 	s.pump()
 }
 
@@ -607,15 +645,18 @@ func (s *Session) maybeResume() {
 // without having interrupted.
 func (s *Session) onBargeInEnd() {
 	b := s.barge
-	if b == nil || b.flushed {
+	if b == nil || b.committed {
 		return
 	}
 	s.barge = nil
+	if s.user != nil && s.user.tentative {
+		s.user = nil
+	}
+	if b.flushed {
+		s.resumeHeld()
+	}
 	if b.thinking && s.reply != nil {
 		s.reply.hold = false
 		s.pump()
-	}
-	if s.user != nil && s.user.tentative {
-		s.user = nil
 	}
 }
