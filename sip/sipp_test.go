@@ -68,6 +68,13 @@ func TestDialSIPpCarrier(t *testing.T) {
 			m := newOurMedia(t)
 			r := trunkDial(m, "+14155550100", tr)
 			r.ResponseTimeout = 2 * time.Second
+			// Dial calls OnProgress on its own goroutine, and returns after.
+			var early []int
+			r.OnProgress = func(p Progress) {
+				if p.EarlyMedia != nil && p.EarlyMedia.RemoteAddr.Port() != 0 {
+					early = append(early, p.Code)
+				}
+			}
 			var leg *OutLeg
 			// SIPp needs a moment to bind; a dial that meets no listener
 			// gets no response (UDP) or no connection (TCP) and is simply
@@ -85,6 +92,10 @@ func TestDialSIPpCarrier(t *testing.T) {
 			}
 			if leg.Media().RemoteAddr.Port() == 0 {
 				t.Errorf("no media address in SIPp's answer: %+v", leg.Media())
+			}
+			// The 407 carrier sends 183 Session Progress with an SDP answer.
+			if want := tc.scenario == "uas_carrier_407.xml"; want != (len(early) == 1 && early[0] == 183) {
+				t.Errorf("early media seen in %v provisional responses; want a 183 with SDP: %v", early, want)
 			}
 			if err := leg.Hangup(ctx); err != nil {
 				t.Fatalf("BYE: %v", err)
