@@ -68,34 +68,13 @@ func MessageCallID(msg []byte) string {
 	if len(msg) > maxCallIDScan {
 		msg = msg[:maxCallIDScan]
 	}
-	// Skip the start line, then look at each header line.
-	_, rest, _ := bytes.Cut(msg, []byte{'\n'})
-	for len(rest) > 0 {
-		var line []byte
-		line, rest, _ = bytes.Cut(rest, []byte{'\n'})
-		line = bytes.TrimSuffix(line, []byte{'\r'})
-		if len(line) == 0 {
-			return "" // end of headers
+	id := ""
+	forEachRawHeader(msg, func(name, value, _ []byte) bool {
+		if bytes.EqualFold(name, []byte("call-id")) || bytes.EqualFold(name, []byte("i")) {
+			id = string(bytes.TrimSpace(value))
+			return false
 		}
-		if v, ok := rawHeaderValue(line, "call-id"); ok {
-			return v
-		}
-		if v, ok := rawHeaderValue(line, "i"); ok {
-			return v
-		}
-	}
-	return ""
-}
-
-// rawHeaderValue returns the trimmed value of line if its header name is name
-// (case-insensitive; blanks are allowed before the colon, RFC 3261 §7.3.1).
-func rawHeaderValue(line []byte, name string) (string, bool) {
-	if len(line) <= len(name) || !bytes.EqualFold(line[:len(name)], []byte(name)) {
-		return "", false
-	}
-	rest := bytes.TrimLeft(line[len(name):], " \t")
-	if len(rest) == 0 || rest[0] != ':' {
-		return "", false
-	}
-	return string(bytes.TrimSpace(rest[1:])), true
+		return true
+	})
+	return id
 }

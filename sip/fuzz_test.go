@@ -1,14 +1,11 @@
 package sip
 
 import (
-	"context"
 	"crypto/md5"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -208,7 +205,7 @@ func FuzzServerDatagram(f *testing.F) {
 	for _, s := range fuzzServerSeeds(f) {
 		f.Add(s)
 	}
-	db := newStoreTB(f)
+	db := newStore(f)
 	ext := &store.Extension{Number: "1001", Username: "alice", Enabled: true}
 	if err := ext.SetPassword(DefaultRealm, "alice-fuzz-secret"); err != nil {
 		f.Fatal(err)
@@ -218,7 +215,7 @@ func FuzzServerDatagram(f *testing.F) {
 	}
 	// Lock-out off: failed digests from the fuzzer would otherwise turn
 	// every later answer into 403 and hide the handlers behind it.
-	ts := startStoreServerTB(f, db, Config{AllowAnonymous: true, Auth: AuthConfig{MaxFailures: -1}}, rejectBusy)
+	ts := startStoreServer(f, db, Config{AllowAnonymous: true, Auth: AuthConfig{MaxFailures: -1}}, rejectBusy)
 	n := 0
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		n++
@@ -278,11 +275,7 @@ func fuzzServerSeeds(tb testing.TB) [][]byte {
 		{},
 	}
 	// RFC 4475's messages ship with sipgo's module.
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/emiago/sipgo").Output()
-	if err != nil {
-		tb.Fatalf("locating sipgo's module: %v", err)
-	}
-	dir := filepath.Join(strings.TrimSpace(string(out)), "sip", "testdata", "torture")
+	dir := tortureDir(tb)
 	files, _ := filepath.Glob(filepath.Join(dir, "*", "*.dat"))
 	if len(files) < 45 {
 		tb.Fatalf("found %d torture messages in %s", len(files), dir)
@@ -293,38 +286,4 @@ func fuzzServerSeeds(tb testing.TB) [][]byte {
 		}
 	}
 	return seeds
-}
-
-// newStoreTB and startStoreServerTB are newStore and startStoreServer for
-// any testing.TB (a fuzz target's setup has an *testing.F).
-func newStoreTB(tb testing.TB) *store.DB {
-	tb.Helper()
-	db, err := store.Open(filepath.Join(tb.TempDir(), "voxbridge.db"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { db.Close() })
-	return db
-}
-
-func startStoreServerTB(tb testing.TB, db *store.DB, cfg Config, handler CallHandler) *testServer {
-	tb.Helper()
-	udp, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	cfg.UDP = udp
-	cfg.AdvertiseIP = net.IPv4(127, 0, 0, 1)
-	cfg.Store = db
-	cfg.Logger = testLogger()
-	s, err := NewServer(cfg, handler)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { s.Serve(ctx); close(done) }()
-	tb.Cleanup(func() { cancel(); <-done })
-	s.waitListening()
-	return &testServer{Server: s, addr: udp.LocalAddr().(*net.UDPAddr), db: db}
 }

@@ -24,7 +24,7 @@ type testServer struct {
 func (ts *testServer) hostport() string { return ts.addr.String() }
 
 // newStore opens a fresh database file for a test.
-func newStore(t *testing.T) *store.DB {
+func newStore(t testing.TB) *store.DB {
 	t.Helper()
 	db, err := store.Open(filepath.Join(t.TempDir(), "voxbridge.db"))
 	if err != nil {
@@ -36,7 +36,7 @@ func newStore(t *testing.T) *store.DB {
 
 // startStoreServer runs a server with db until the test ends. cfg's
 // listeners, address and store are filled in.
-func startStoreServer(t *testing.T, db *store.DB, cfg Config, handler CallHandler) *testServer {
+func startStoreServer(t testing.TB, db *store.DB, cfg Config, handler CallHandler) *testServer {
 	t.Helper()
 	// TCP on the UDP port, as serve does; that port may be taken for TCP.
 	var udp net.PacketConn

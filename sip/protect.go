@@ -639,10 +639,11 @@ func validateRequest(req *sip.Request, raw []byte) (code int, reason string, ext
 	// Count the single-valued header fields in the raw message: sipgo
 	// keeps only the first of some.
 	seen := map[string]int{}
-	forEachHeaderName(raw, func(name string) {
-		if canon, ok := singleHeaders[name]; ok {
+	forEachRawHeader(raw, func(name, _, _ []byte) bool {
+		if canon, ok := singleHeaders[strings.ToLower(string(name))]; ok {
 			seen[canon]++
 		}
+		return true
 	})
 	for name, n := range seen {
 		if n > 1 {
@@ -654,15 +655,15 @@ func validateRequest(req *sip.Request, raw []byte) (code int, reason string, ext
 	}
 	// A URI with "?" must be in <> (RFC 3261 §20): regbadct. sipgo
 	// renders header values with <> added, so look at the raw lines.
-	head, _, _ := bytes.Cut(raw, []byte("\r\n\r\n"))
 	bad := ""
-	forEachRawHeader(head, func(name string, value []byte) {
-		switch name {
+	forEachRawHeader(raw, func(rawName, value, _ []byte) bool {
+		switch name := strings.ToLower(string(rawName)); name {
 		case "from", "f", "to", "t", "contact", "m":
 			if !bytes.Contains(value, []byte("<")) && bytes.Contains(value, []byte("?")) {
 				bad = name
 			}
 		}
+		return true
 	})
 	if bad != "" {
 		return 400, "Bad " + bad + " URI", nil
@@ -701,50 +702,19 @@ func acceptsSDP(accept string) bool {
 	return false
 }
 
-// forEachHeaderName calls f with the lower-cased name of each header
-// field of a raw message.
-func forEachHeaderName(raw []byte, f func(string)) {
-	_, rest, _ := bytes.Cut(raw, []byte{'\n'})
-	for len(rest) > 0 {
-		var line []byte
-		line, rest, _ = bytes.Cut(rest, []byte{'\n'})
-		line = bytes.TrimSuffix(line, []byte{'\r'})
-		if len(line) == 0 {
-			return
-		}
-		if line[0] == ' ' || line[0] == '\t' {
-			continue // folded continuation
-		}
-		name, _, ok := bytes.Cut(line, []byte{':'})
-		if ok {
-			f(strings.ToLower(string(bytes.TrimSpace(name))))
-		}
-	}
-}
-
 // rawResponse builds a stateless answer to a request sipgo could not
 // parse, echoing its Via, From, To, Call-ID and CSeq lines as they are.
 // It returns nil when the input has none of them: that is not SIP and
 // gets no answer.
 func rawResponse(msg []byte, code int, reason string) []byte {
 	var echo [][]byte
-	_, rest, _ := bytes.Cut(msg, []byte{'\n'})
-	for len(rest) > 0 {
-		var line []byte
-		line, rest, _ = bytes.Cut(rest, []byte{'\n'})
-		line = bytes.TrimSuffix(line, []byte{'\r'})
-		if len(line) == 0 {
-			break
-		}
-		name, _, ok := bytes.Cut(line, []byte{':'})
-		if !ok {
-			continue
-		}
-		switch strings.ToLower(string(bytes.TrimSpace(name))) {
+	forEachRawHeader(msg, func(name, _, line []byte) bool {
+		switch strings.ToLower(string(name)) {
 		case "via", "v", "from", "f", "to", "t", "call-id", "i", "cseq":
 			echo = append(echo, line)
 		}
-	}
+		return true
+	})
 	if len(echo) == 0 {
 		return nil
 	}
@@ -964,14 +934,15 @@ func (f *streamFramer) feed(data []byte, maxSize int) ([][]byte, error) {
 		}
 		cl := 0
 		var clErr error
-		forEachRawHeader(f.buf[:end], func(name string, value []byte) {
-			if name == "content-length" || name == "l" {
+		forEachRawHeader(f.buf[:end], func(name, value, _ []byte) bool {
+			if bytes.EqualFold(name, []byte("content-length")) || bytes.EqualFold(name, []byte("l")) {
 				n, err := strconv.Atoi(string(bytes.TrimSpace(value)))
 				if err != nil || n < 0 {
 					clErr = fmt.Errorf("%w: Content-Length %q", errFraming, truncate(string(value), 20))
 				}
 				cl = n
 			}
+			return true
 		})
 		if clErr != nil {
 			return out, clErr
@@ -985,19 +956,6 @@ func (f *streamFramer) feed(data []byte, maxSize int) ([][]byte, error) {
 		}
 		out = append(out, slices.Clone(f.buf[:total]))
 		f.buf = f.buf[total:]
-	}
-}
-
-func forEachRawHeader(head []byte, f func(name string, value []byte)) {
-	_, rest, _ := bytes.Cut(head, []byte{'\n'})
-	for len(rest) > 0 {
-		var line []byte
-		line, rest, _ = bytes.Cut(rest, []byte{'\n'})
-		line = bytes.TrimSuffix(line, []byte{'\r'})
-		name, value, ok := bytes.Cut(line, []byte{':'})
-		if ok && len(line) > 0 && line[0] != ' ' && line[0] != '\t' {
-			f(strings.ToLower(string(bytes.TrimSpace(name))), value)
-		}
 	}
 }
 

@@ -16,7 +16,7 @@ import (
 )
 
 // tortureDir finds RFC 4475's torture messages in sipgo's module.
-func tortureDir(t *testing.T) string {
+func tortureDir(t testing.TB) string {
 	t.Helper()
 	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/emiago/sipgo").Output()
 	if err != nil {

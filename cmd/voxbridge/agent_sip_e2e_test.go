@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"runtime"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -170,31 +169,8 @@ func transcriptOf(t *testing.T, a *sipAgent, call *siptest.Call) []store.Transcr
 // until the test ends and are not counted).
 func noAgentGoroutines(t *testing.T) {
 	t.Helper()
-	var leaked []string
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		leaked = leaked[:0]
-		buf := make([]byte, 4<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		for _, g := range strings.Split(string(buf), "\n\n") {
-			if strings.Contains(g, "voxbridge/agent/fake.") {
-				continue
-			}
-			for _, pkg := range []string{"voxbridge/agent.", "voxbridge/agent/deepgram.", "voxbridge/agent/elevenlabs.", "voxbridge/agent/openai."} {
-				if strings.Contains(g, pkg) {
-					leaked = append(leaked, g)
-					break
-				}
-			}
-		}
-		if len(leaked) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d agent goroutines still running after the call ended:\n%s", len(leaked), strings.Join(leaked, "\n\n"))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	noGoroutines(t, "agent", 10*time.Second, "voxbridge/agent/fake.",
+		"voxbridge/agent.", "voxbridge/agent/deepgram.", "voxbridge/agent/elevenlabs.", "voxbridge/agent/openai.")
 }
 
 // The caller talks over a long answer: the agent's voice stops at the

@@ -149,21 +149,18 @@ func apiDeleteCommand(noun string) func([]string, cliEnv) error {
 		fs := flag.NewFlagSet(noun+" delete", flag.ContinueOnError)
 		fs.SetOutput(env.stderr)
 		client := apiFlags(fs, env)
-		pos, err := parseInterspersed(fs, args)
+		arg, err := parseOne(fs, args, fmt.Errorf("usage: voxbridge %s delete <%s id>", noun, one))
 		if err != nil {
 			return err
-		}
-		if len(pos) != 1 {
-			return fmt.Errorf("usage: voxbridge %s delete <%s id>", noun, one)
 		}
 		c, err := client()
 		if err != nil {
 			return err
 		}
-		if err := c.do("DELETE", "/v1/"+noun+"/"+url.PathEscape(pos[0]), nil, nil); err != nil {
+		if err := c.do("DELETE", "/v1/"+noun+"/"+url.PathEscape(arg), nil, nil); err != nil {
 			return err
 		}
-		fmt.Fprintf(env.stdout, "%s %s deleted\n", one, pos[0])
+		fmt.Fprintf(env.stdout, "%s %s deleted\n", one, arg)
 		return nil
 	}
 }

@@ -72,12 +72,9 @@ func callActionCommand(verb, path string, flags func(*flag.FlagSet) func() (any,
 			body = flags(fs)
 		}
 		asJSON := fs.Bool("json", false, "print the API's answer as JSON")
-		pos, err := parseInterspersed(fs, args)
+		arg, err := parseOne(fs, args, fmt.Errorf("usage: voxbridge calls %s [flags] <call id>", verb))
 		if err != nil {
 			return err
-		}
-		if len(pos) != 1 {
-			return fmt.Errorf("usage: voxbridge calls %s [flags] <call id>", verb)
 		}
 		var b any
 		if body != nil {
@@ -90,7 +87,7 @@ func callActionCommand(verb, path string, flags func(*flag.FlagSet) func() (any,
 			return err
 		}
 		var st flow.CallControlState
-		if err := c.do("POST", "/v1/calls/"+url.PathEscape(pos[0])+"/"+path, b, &st); err != nil {
+		if err := c.do("POST", "/v1/calls/"+url.PathEscape(arg)+"/"+path, b, &st); err != nil {
 			return err
 		}
 		if *asJSON {

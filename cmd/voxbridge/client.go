@@ -248,12 +248,9 @@ func callsGet(args []string, env cliEnv) error {
 	fs.SetOutput(env.stderr)
 	client := apiFlags(fs, env)
 	asJSON := fs.Bool("json", false, "print the API's answer as JSON")
-	pos, err := parseInterspersed(fs, args)
+	arg, err := parseOne(fs, args, errors.New("usage: voxbridge calls get [--json] <call id>"))
 	if err != nil {
 		return err
-	}
-	if len(pos) != 1 {
-		return errors.New("usage: voxbridge calls get [--json] <call id>")
 	}
 	c, err := client()
 	if err != nil {
@@ -261,7 +258,7 @@ func callsGet(args []string, env cliEnv) error {
 	}
 	// --json prints the answer as it came, every field of it.
 	var raw json.RawMessage
-	if err := c.do("GET", "/v1/calls/"+url.PathEscape(pos[0]), nil, &raw); err != nil {
+	if err := c.do("GET", "/v1/calls/"+url.PathEscape(arg), nil, &raw); err != nil {
 		return err
 	}
 	if *asJSON {
@@ -392,18 +389,19 @@ func callsDownload(verb, suffix, what string) func([]string, cliEnv) error {
 		client := apiFlags(fs, env)
 		out := fs.String("o", "", "write "+what+" to this file (- for stdout)")
 		asJSON := fs.Bool("json", false, `print {"path","bytes"} as JSON instead of a sentence`)
-		pos, err := parseInterspersed(fs, args)
+		usage := fmt.Errorf("usage: voxbridge calls %s <call id> -o FILE", verb)
+		id, err := parseOne(fs, args, usage)
 		if err != nil {
 			return err
 		}
-		if len(pos) != 1 || *out == "" {
-			return fmt.Errorf("usage: voxbridge calls %s <call id> -o FILE", verb)
+		if *out == "" {
+			return usage
 		}
 		c, err := client()
 		if err != nil {
 			return err
 		}
-		path := "/v1/calls/" + url.PathEscape(pos[0]) + suffix
+		path := "/v1/calls/" + url.PathEscape(id) + suffix
 		if *out == "-" {
 			_, err := c.download(path, env.stdout)
 			return err
@@ -415,7 +413,7 @@ func callsDownload(verb, suffix, what string) func([]string, cliEnv) error {
 		if *asJSON {
 			return printJSON(env.stdout, map[string]any{"path": *out, "bytes": n})
 		}
-		fmt.Fprintf(env.stdout, "%s of call %s written to %s (%d bytes)\n", verb, pos[0], *out, n)
+		fmt.Fprintf(env.stdout, "%s of call %s written to %s (%d bytes)\n", verb, id, *out, n)
 		return nil
 	}
 }

@@ -74,6 +74,37 @@ func parseArgs(fs *flag.FlagSet, args []string, max int) ([]string, error) {
 	return pos, nil
 }
 
+// parseOne parses fs and wants exactly one positional argument (an id, a
+// name); anything else is the usage error.
+func parseOne(fs *flag.FlagSet, args []string, usage error) (string, error) {
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return "", err
+	}
+	if len(pos) != 1 {
+		return "", usage
+	}
+	return pos[0], nil
+}
+
+// parseNumber parses fs for an "add" command whose --number may also be
+// given as its one positional argument; one of the two is required.
+func parseNumber(fs *flag.FlagSet, args []string, number *string) error {
+	pos, err := parseArgs(fs, args, 1)
+	if err != nil {
+		return err
+	}
+	if len(pos) == 1 && *number == "" {
+		*number = pos[0]
+	} else if len(pos) == 1 {
+		return fmt.Errorf("%s: unexpected argument %q", fs.Name(), pos[0])
+	}
+	if *number == "" {
+		return fmt.Errorf("%s: --number is required", fs.Name())
+	}
+	return nil
+}
+
 func runDial(args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("dial", flag.ContinueOnError)
 	play := fs.String("play", "", "WAV file to send once answered (8 kHz mono 16-bit, others are converted)")

@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -377,5 +379,36 @@ func TestRecordingStereo(t *testing.T) {
 	}
 	if rec.Quality == nil || rec.Quality.MOS < 3.5 {
 		t.Fatalf("call quality not recorded or poor on loopback: %+v", rec.Quality)
+	}
+}
+
+// noGoroutines waits up to within until no goroutine's stack names any of
+// patterns (stacks that name except, when set, do not count), and fails
+// listing the ones left: what a call started must end with it.
+func noGoroutines(t *testing.T, what string, within time.Duration, except string, patterns ...string) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		var leaked []string
+		buf := make([]byte, 8<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		for _, g := range strings.Split(string(buf), "\n\n") {
+			if except != "" && strings.Contains(g, except) {
+				continue
+			}
+			for _, p := range patterns {
+				if strings.Contains(g, p) {
+					leaked = append(leaked, g)
+					break
+				}
+			}
+		}
+		if len(leaked) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d %s goroutines still running after the calls ended:\n%s", len(leaked), what, strings.Join(leaked, "\n\n"))
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -45,6 +45,15 @@ func dbFlag(fs *flag.FlagSet, env cliEnv) *string {
 	return fs.String("db", def, "SQLite database file (env VOXBRIDGE_DB)")
 }
 
+// targetFlags adds the flags of where a command works: --db (the
+// database) or, viaAPI, the API's address and key. The other is nil.
+func targetFlags(fs *flag.FlagSet, env cliEnv, viaAPI bool) (db *string, client func() (*apiClient, error)) {
+	if viaAPI {
+		return nil, apiFlags(fs, env)
+	}
+	return dbFlag(fs, env), nil
+}
+
 func openCLIStore(path string) (*store.DB, error) {
 	db, err := store.Open(path)
 	if err != nil {
@@ -107,19 +116,16 @@ func deleteCommand(noun, key string, del func(context.Context, *store.DB, string
 		fs := flag.NewFlagSet(noun+" delete", flag.ContinueOnError)
 		fs.SetOutput(env.stderr)
 		db := dbFlag(fs, env)
-		pos, err := parseInterspersed(fs, args)
+		arg, err := parseOne(fs, args, fmt.Errorf("usage: voxbridge %s delete [--db FILE] <%s>", noun, key))
 		if err != nil {
 			return err
-		}
-		if len(pos) != 1 {
-			return fmt.Errorf("usage: voxbridge %s delete [--db FILE] <%s>", noun, key)
 		}
 		st, err := openCLIStore(*db)
 		if err != nil {
 			return err
 		}
 		defer st.Close()
-		msg, err := del(context.Background(), st, pos[0])
+		msg, err := del(context.Background(), st, arg)
 		if err != nil {
 			return err
 		}
@@ -209,13 +215,7 @@ func extensionsAddVia(viaAPI bool) func([]string, cliEnv) error {
 	return func(args []string, env cliEnv) error {
 		fs := flag.NewFlagSet("extensions add", flag.ContinueOnError)
 		fs.SetOutput(env.stderr)
-		var db *string
-		var client func() (*apiClient, error)
-		if viaAPI {
-			client = apiFlags(fs, env)
-		} else {
-			db = dbFlag(fs, env)
-		}
+		db, client := targetFlags(fs, env, viaAPI)
 		number := fs.String("number", "", "extension number, 1 to 20 digits (required)")
 		username := fs.String("username", "", "digest user name the phone logs in with (default: the number)")
 		name := fs.String("name", "", "display name")
@@ -231,17 +231,8 @@ func extensionsAddVia(viaAPI bool) func([]string, cliEnv) error {
 			fmt.Fprintln(fs.Output(), "Usage: voxbridge extensions add --number N [flags]")
 			fs.PrintDefaults()
 		}
-		pos, err := parseArgs(fs, args, 1)
-		if err != nil {
+		if err := parseNumber(fs, args, number); err != nil {
 			return err
-		}
-		if len(pos) == 1 && *number == "" {
-			*number = pos[0]
-		} else if len(pos) == 1 {
-			return fmt.Errorf("%s: unexpected argument %q", fs.Name(), pos[0])
-		}
-		if *number == "" {
-			return errors.New("extensions add: --number is required")
 		}
 		pw, err := readPassword(*password, "password", env)
 		if err != nil {

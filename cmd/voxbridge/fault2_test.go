@@ -5,7 +5,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -85,28 +84,8 @@ func addTrunk(t *testing.T, inst *instance, name string, port, priority int) {
 // outbound attempt or a call are still running once every call ended.
 func noDialGoroutines(t *testing.T) {
 	t.Helper()
-	var leaked []string
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		leaked = leaked[:0]
-		buf := make([]byte, 8<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		for _, g := range strings.Split(string(buf), "\n\n") {
-			for _, fn := range []string{"voxbridge/sip.(*Server).attempt", "voxbridge/sip.(*Server).Dial", "voxbridge/flow.(*Call)", "voxbridge/flow.(*Controller).originate"} {
-				if strings.Contains(g, fn) {
-					leaked = append(leaked, g)
-					break
-				}
-			}
-		}
-		if len(leaked) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d dial/call goroutines still running after the calls ended:\n%s", len(leaked), strings.Join(leaked, "\n\n"))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	noGoroutines(t, "dial/call", 15*time.Second, "",
+		"voxbridge/sip.(*Server).attempt", "voxbridge/sip.(*Server).Dial", "voxbridge/flow.(*Call)", "voxbridge/flow.(*Controller).originate")
 }
 
 const beepThenHangup = `"actions":[{"type":"beep","option":{"frequency_hz":1000,"duration_ms":800}},{"type":"hangup"}]`

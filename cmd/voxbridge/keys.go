@@ -115,22 +115,19 @@ func keysRevoke(args []string, env cliEnv) error {
 	fs := flag.NewFlagSet("keys revoke", flag.ContinueOnError)
 	fs.SetOutput(env.stderr)
 	db := dbFlag(fs, env)
-	pos, err := parseInterspersed(fs, args)
+	arg, err := parseOne(fs, args, errors.New("usage: voxbridge keys revoke [--db FILE] <id> (ids are in: voxbridge keys list)"))
 	if err != nil {
 		return err
-	}
-	if len(pos) != 1 {
-		return errors.New("usage: voxbridge keys revoke [--db FILE] <id> (ids are in: voxbridge keys list)")
 	}
 	st, err := openCLIStore(*db)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	if err := st.RevokeAPIKey(context.Background(), pos[0]); err != nil {
-		return describeErr("key "+pos[0], err)
+	if err := st.RevokeAPIKey(context.Background(), arg); err != nil {
+		return describeErr("key "+arg, err)
 	}
-	fmt.Fprintf(env.stdout, "key %s revoked\n", pos[0])
+	fmt.Fprintf(env.stdout, "key %s revoked\n", arg)
 	return nil
 }
 

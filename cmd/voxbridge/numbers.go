@@ -43,17 +43,8 @@ func numbersAdd(args []string, env cliEnv) error {
 		fmt.Fprintln(fs.Output(), "Usage: voxbridge numbers add --number N --flow ID|--agent ID|--extension EXT [--trunk NAME]")
 		fs.PrintDefaults()
 	}
-	pos, err := parseArgs(fs, args, 1)
-	if err != nil {
+	if err := parseNumber(fs, args, number); err != nil {
 		return err
-	}
-	if len(pos) == 1 && *number == "" {
-		*number = pos[0]
-	} else if len(pos) == 1 {
-		return fmt.Errorf("%s: unexpected argument %q", fs.Name(), pos[0])
-	}
-	if *number == "" {
-		return errors.New("numbers add: --number is required")
 	}
 	n := &store.Number{Number: *number}
 	set := 0

@@ -186,24 +186,21 @@ func trunksDeleteAPI(args []string, env cliEnv) error {
 	fs := flag.NewFlagSet("trunks delete", flag.ContinueOnError)
 	fs.SetOutput(env.stderr)
 	client := apiFlags(fs, env)
-	pos, err := parseInterspersed(fs, args)
+	arg, err := parseOne(fs, args, errors.New("usage: voxbridge trunks delete <trunk name or id>"))
 	if err != nil {
 		return err
-	}
-	if len(pos) != 1 {
-		return errors.New("usage: voxbridge trunks delete <trunk name or id>")
 	}
 	c, err := client()
 	if err != nil {
 		return err
 	}
-	id, err := trunkID(c, pos[0])
+	id, err := trunkID(c, arg)
 	if err != nil {
 		return err
 	}
 	if err := c.do("DELETE", "/v1/trunks/"+url.PathEscape(id), nil, nil); err != nil {
 		return err
 	}
-	fmt.Fprintf(env.stdout, "trunk %s deleted\n", pos[0])
+	fmt.Fprintf(env.stdout, "trunk %s deleted\n", arg)
 	return nil
 }

@@ -129,20 +129,17 @@ func taskAction(verb string) func([]string, cliEnv) error {
 		fs.SetOutput(env.stderr)
 		client := apiFlags(fs, env)
 		asJSON := fs.Bool("json", false, "print the API's answer as JSON")
-		pos, err := parseInterspersed(fs, args)
+		arg, err := parseOne(fs, args, fmt.Errorf("usage: voxbridge tasks %s <task id>", verb))
 		if err != nil {
 			return err
-		}
-		if len(pos) != 1 {
-			return fmt.Errorf("usage: voxbridge tasks %s <task id>", verb)
 		}
 		c, err := client()
 		if err != nil {
 			return err
 		}
-		method, path := "POST", "/v1/tasks/"+url.PathEscape(pos[0])+"/"+verb
+		method, path := "POST", "/v1/tasks/"+url.PathEscape(arg)+"/"+verb
 		if verb == "get" {
-			method, path = "GET", "/v1/tasks/"+url.PathEscape(pos[0])
+			method, path = "GET", "/v1/tasks/"+url.PathEscape(arg)
 		}
 		var t store.Task
 		if err := c.do(method, path, nil, &t); err != nil {

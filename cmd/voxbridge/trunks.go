@@ -79,13 +79,7 @@ func trunksAddVia(viaAPI bool) func([]string, cliEnv) error {
 	return func(args []string, env cliEnv) error {
 		fs := flag.NewFlagSet("trunks add", flag.ContinueOnError)
 		fs.SetOutput(env.stderr)
-		var db *string
-		var client func() (*apiClient, error)
-		if viaAPI {
-			client = apiFlags(fs, env)
-		} else {
-			db = dbFlag(fs, env)
-		}
+		db, client := targetFlags(fs, env, viaAPI)
 		var t store.Trunk
 		var inbound, prefixes listFlag
 		var headers headerFlag
