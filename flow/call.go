@@ -58,6 +58,10 @@ type Call struct {
 	recordingID string
 	// capture is the call's pcap (Config.CaptureDir); set by answer.
 	capture *callCapture
+	// captureTap is the stream's tap (the capture's, or nil) and
+	// transcriptionTap the one installed while a transcription runs (it
+	// feeds the transcription, then captureTap); both set by answer.
+	captureTap, transcriptionTap media.Tap
 	// localHeld: we hold the other party (re-INVITE sendonly; mediachange.go).
 	localHeld bool
 	// ctl is what the API's live call actions change (control.go).
@@ -315,7 +319,9 @@ func (c *Call) answer(ctx context.Context) error {
 	if c.orig == nil {
 		cfg.Latch = natLatch // mediachange.go
 	}
-	cfg.Tap = c.transcribeTap(conn, n.RemoteAddr.Addr(), codec, c.startCapture(n.RemoteAddr.Addr()))
+	c.captureTap = c.startCapture(n.RemoteAddr.Addr())
+	c.transcriptionTap = c.transcribeTap(conn, n.RemoteAddr.Addr(), codec, c.captureTap)
+	cfg.Tap = c.captureTap
 	stream, err := media.NewStream(cfg)
 	if err != nil {
 		closeConns()

@@ -191,9 +191,12 @@ func (c *Call) startTranscription(ctx context.Context, o *TranscribeStartOption,
 		defer c.wg.Done()
 		wg.Wait()
 		cancel()
+		c.stream.SetTap(c.captureTap) // before done: a next transcription sets its own
 		close(t.done)
 	}()
 	c.transcriber.Store(t)
+	// Only while a transcription runs does every datagram pass its tap.
+	c.stream.SetTap(c.transcriptionTap)
 	c.log.Info("transcription started", "provider", cfg.Provider, "directions", fmt.Sprint(dirs), "language", lang)
 	return nil
 }
@@ -238,9 +241,10 @@ func (c *Call) stopTranscription(ctx context.Context) error {
 	}
 }
 
-// transcribeTap wraps the call's stream tap: while a transcription runs,
-// it copies the audio of RTP packets sent from local (out) and received
-// from remoteIP (in) to their lanes. It never blocks the media path.
+// transcribeTap wraps the call's capture tap (next) for the time a
+// transcription runs (startTranscription installs it): it copies the audio
+// of RTP packets sent from local (out) and received from remoteIP (in) to
+// their lanes. It never blocks the media path.
 func (c *Call) transcribeTap(conn *net.UDPConn, remoteIP netip.Addr, codec media.Codec, next media.Tap) media.Tap {
 	var local netip.AddrPort
 	if la, ok := conn.LocalAddr().(*net.UDPAddr); ok {

@@ -38,8 +38,8 @@ func (s *Stream) readLoop(ctx context.Context, conn *net.UDPConn, rtcpOnly bool,
 			continue
 		}
 		at := time.Now()
-		if s.tap != nil {
-			s.tap(at, from, local, buf[:n])
+		if tap := s.tap.Load(); tap != nil {
+			(*tap)(at, from, local, buf[:n])
 		}
 		if rtcpOnly {
 			s.handleRTCPFrom(buf[:n], from, at)

@@ -119,7 +119,7 @@ type Stream struct {
 	log          *slog.Logger
 	rx           *Receiver
 	rec          *Recorder
-	tap          Tap
+	tap          atomic.Pointer[Tap] // Config.Tap, or SetTap's; nil: none
 	// midRec is a second recorder set while the stream runs
 	// (SetRecorder), fed like rec from the next tick on.
 	midRec atomic.Pointer[Recorder]
@@ -218,10 +218,12 @@ func NewStream(cfg StreamConfig) (*Stream, error) {
 		dtmfPT:       cfg.DTMFPayloadType,
 		log:          log,
 		rec:          cfg.Recorder,
-		tap:          cfg.Tap,
 		frames:       make(chan []int16, framesBuffer),
 		dtmf:         make(chan DTMFEvent, dtmfBuffer),
 		done:         make(chan struct{}),
+	}
+	if cfg.Tap != nil {
+		s.tap.Store(&cfg.Tap)
 	}
 	s.rx = NewReceiver(ReceiverConfig{
 		Codec:           cfg.Codec,

@@ -24,7 +24,18 @@ func localAddrPort(conn *net.UDPConn) netip.AddrPort {
 
 // tapOut shows a datagram just written on conn to dst to the Tap, if any.
 func (s *Stream) tapOut(conn *net.UDPConn, dst netip.AddrPort, b []byte) {
-	if s.tap != nil {
-		s.tap(time.Now(), localAddrPort(conn), dst, b)
+	if tap := s.tap.Load(); tap != nil {
+		(*tap)(time.Now(), localAddrPort(conn), dst, b)
 	}
+}
+
+// SetTap replaces the stream's Tap while it runs (nil: none), for taps
+// that are wanted only part of a call, such as a live transcription: a
+// stream without one pays nothing per datagram.
+func (s *Stream) SetTap(t Tap) {
+	if t == nil {
+		s.tap.Store(nil)
+		return
+	}
+	s.tap.Store(&t)
 }
