@@ -39,11 +39,11 @@ var actionTypes = map[string]func(raw json.RawMessage) (step, error){
 	"variable_set":       define(compileVariableSet),
 	"webhook_send":       define(compileWebhookSend),
 	"media_stream":       define(compileMediaStream),
-	"ai_talk":            define(compileAITalk),
 }
 
-// fetch_flow compiles flows itself, so it joins the table at init to break
-// the initialization cycle.
+// fetch_flow compiles flows itself (and ai_talk and the other bridging
+// actions may, through a REFER to one of our numbers), so they join the
+// table at init to break the initialization cycle.
 func init() { actionTypes["fetch_flow"] = define(compileFetchFlow) }
 
 // ActionTypes lists every action type, sorted.

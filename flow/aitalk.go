@@ -117,6 +117,8 @@ type AITalkOption struct {
 	MaxDurationS int               `json:"max_duration_s,omitempty"`
 }
 
+func init() { actionTypes["ai_talk"] = define(compileAITalk) }
+
 func compileAITalk(o *AITalkOption) (step, error) {
 	if o.AgentID == "" {
 		return step{}, badField("agent_id", "required")

@@ -74,6 +74,9 @@ type Call struct {
 	turns turnCounter
 	// refers takes REFERs from either party while a bridge runs (refer.go).
 	refers referInbox
+	// callerKept lets the caller's leg end without ending the call, once
+	// the caller asked to transfer its bridged party (refer.go).
+	callerKept callerKeep
 }
 
 func newInboundCall(ct *Controller, leg *sip.Leg) (*Call, error) {
@@ -165,7 +168,9 @@ func (c *Call) run(p *program) {
 		defer c.wg.Done()
 		select {
 		case <-c.dlg.Done():
-			c.cancel()
+			if !c.callerKept.left() {
+				c.cancel()
+			}
 		case <-c.ctx.Done():
 		}
 	}()
@@ -173,6 +178,10 @@ func (c *Call) run(p *program) {
 	c.update(func(r *store.Call) { r.FlowID = p.flow.ID })
 	rn := &run{c: c, loops: map[loopKey]int{}}
 	err := c.runControlled(func(ctx context.Context) error { return rn.runFlow(ctx, p) })
+	// A bridge the API set up may end in a switch to another flow.
+	for fs := (*flowSwitch)(nil); errors.As(err, &fs); {
+		err = c.runControlled(func(ctx context.Context) error { return rn.runFlow(ctx, fs.p) })
+	}
 	switch {
 	case err == nil, errors.Is(err, errStop), c.ctx.Err() != nil:
 	default:
@@ -188,6 +197,17 @@ func (c *Call) setLocalReason(r store.HangupReason) {
 		c.localReason = r
 	}
 	c.mu.Unlock()
+}
+
+// endReason is why the call's other legs end with it: why we ended it,
+// else normal.
+func (c *Call) endReason() store.HangupReason {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.localReason == "" {
+		return store.ReasonNormal
+	}
+	return c.localReason
 }
 
 // stop ends the call from outside the runner (shutdown, API).

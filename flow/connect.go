@@ -634,6 +634,9 @@ func (c *Call) bridge(ctx context.Context, b *bLeg, p connectPlan) error {
 	}
 	aFrames, bFrames := a.Frames(), b.stream.Frames()
 	bDTMF, bInfo, bDone := b.stream.DTMF(), b.out.InfoDTMF(), b.out.Done()
+	// aDone watches the caller's leg while a transfer it asked for rings:
+	// the call then outlives it (refer.go).
+	var aDone <-chan struct{}
 	// REFERs from either phone hand the caller to another leg (refer.go).
 	xfer := c.openRefers(b, p)
 	defer xfer.close()
@@ -677,13 +680,26 @@ func (c *Call) bridge(ctx context.Context, b *bLeg, p connectPlan) error {
 		case d := <-bInfo:
 			bDigit(d)
 		case q := <-xfer.in:
-			if xfer.take(ctx, b, q) {
-				return errStop // b now belongs to another call's bridge
+			if err := xfer.take(ctx, b, q); err != nil {
+				return err // b was handed over, or the caller goes to a flow
 			}
+			if xfer.pending != nil && xfer.pending.from == nil {
+				aDone = c.dlg.Done()
+			}
+		case <-aDone:
+			// The caller left after asking for the transfer: b waits for
+			// the target with music on hold.
+			aDone, aFrames = nil, nil
+			xfer.callerLeft(b)
 		case res := <-xfer.results:
+			aDone = nil
 			nb, stop := xfer.done(ctx, b, res)
 			if stop {
 				return errStop
+			}
+			if nb != nil && res.q.from == nil {
+				xfer.close()
+				return c.joinLegs(ctx, b, nb)
 			}
 			if nb != nil {
 				b = nb
@@ -708,13 +724,7 @@ func (c *Call) bridge(ctx context.Context, b *bLeg, p connectPlan) error {
 			return errStop
 		case <-ctx.Done():
 			// The caller hung up (or the server is stopping): end the far side.
-			c.mu.Lock()
-			reason := c.localReason
-			c.mu.Unlock()
-			if reason == "" {
-				reason = store.ReasonNormal
-			}
-			b.end(reason)
+			b.end(c.endReason())
 			return ctx.Err()
 		}
 	}

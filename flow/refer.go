@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/voxbridge/voxbridge/media"
 	"github.com/voxbridge/voxbridge/sip"
 	"github.com/voxbridge/voxbridge/store"
 )
@@ -29,6 +30,9 @@ const (
 	// VarTransferReplaces is, after an attended transfer, the record id of
 	// the transferor's call whose leg our caller was bridged to.
 	VarTransferReplaces = "transfer.replaces_call_id"
+	// VarTransferFlow is the flow a REFER to one of our numbers sent the
+	// caller to.
+	VarTransferFlow = "transfer.flow_id"
 )
 
 // Transfer methods of the transfer action (TransferOption.Method).
@@ -77,6 +81,9 @@ func (x *referInbox) close(c *Call) {
 				q.handover <- nil
 				continue
 			}
+			if q.from == nil {
+				c.releaseCaller()
+			}
 			c.failRefer(q.r, 603, "Declined")
 		default:
 			return
@@ -101,9 +108,13 @@ func (x *referInbox) push(q referReq) bool {
 
 // callerRefer takes a REFER from the caller's phone (sip.Leg.OnRefer).
 func (c *Call) callerRefer(r *sip.Refer) bool {
+	// The caller may hang up as soon as it has the 202, before the bridge
+	// takes the REFER: from here its leg ending no longer ends the call.
+	c.callerKept.hold()
 	if c.refers.push(referReq{r: r}) {
 		return true
 	}
+	c.releaseCaller()
 	// Not bridged: nobody to hand over. Accept and report the failure, as
 	// RFC 3515 lets the transfer fail after the 202.
 	return c.goControl(func() {
@@ -159,10 +170,14 @@ func (x *referBridge) close() {
 	x.c.refers.close(x.c)
 	if x.cancel != nil {
 		x.cancel()
-		if res := <-x.results; res.b != nil {
+		res := <-x.results
+		if res.b != nil {
 			res.b.end(store.ReasonCancel)
 		} else {
 			x.c.failRefer(res.q.r, 487, "Request Terminated")
+		}
+		if res.q.from == nil {
+			x.c.releaseCaller()
 		}
 	}
 	if x.stopMOH != nil {
@@ -171,36 +186,62 @@ func (x *referBridge) close() {
 }
 
 // take starts the transfer q asks for, ringing in the background; the
-// bridge goes on meanwhile. True means the bridge is over: its leg b was
-// handed to another call.
-func (x *referBridge) take(ctx context.Context, b *bLeg, q referReq) (stop bool) {
+// bridge goes on meanwhile. A non-nil result ends the bridge: errStop when
+// its leg b was handed to another call, a *flowSwitch when the caller was
+// sent to one of our flows.
+func (x *referBridge) take(ctx context.Context, b *bLeg, q referReq) error {
 	c := x.c
 	if q.handover != nil {
 		return x.handOver(b, q.handover)
 	}
+	ringing := false
+	if q.from == nil {
+		// Held since callerRefer; let go unless the target rings.
+		defer func() {
+			if !ringing {
+				c.releaseCaller()
+			}
+		}()
+	}
 	switch {
-	case q.from == nil:
-		// The caller's own leg is the call: it cannot leave and let the
-		// call go on without it.
-		c.log.Info("refer: from the caller, not supported while bridged", "target", q.r.Target)
-		x.fail(q.r, 603, "Declined")
-		return false
-	case q.from != b:
+	case q.from != nil && q.from != b:
 		// A leg already transferred away, before its BYE.
 		x.fail(q.r, 603, "Declined")
-		return false
+		return nil
 	case x.pending != nil:
 		x.fail(q.r, 491, "Request Pending")
-		return false
+		return nil
+	}
+	if q.r.Replaces == nil {
+		p, err := c.referProgram(ctx, q)
+		switch {
+		case err != nil:
+			c.log.Warn("refer: number lookup", "target", q.r.Target, "err", err)
+			x.fail(q.r, 500, "Server Internal Error")
+			return nil
+		case p != nil && q.from == nil:
+			// The callee has no flow of its own to run one in.
+			c.log.Info("refer: from the caller to a flow, not supported", "target", q.r.Target, "flow_id", p.flow.ID)
+			x.fail(q.r, 501, "Not Implemented")
+			return nil
+		case p != nil:
+			return x.toFlow(b, q, p)
+		}
 	}
 	d, err := c.ct.dialer()
 	if err != nil {
 		x.fail(q.r, 503, "Service Unavailable")
-		return false
+		return nil
 	}
 	rctx, cancel := context.WithCancel(ctx)
-	x.pending, x.cancel = &q, cancel
-	c.log.Info("refer: transferring", "target", q.r.Target, "from_b_call_id", q.from.rec.ID)
+	x.pending, x.cancel, ringing = &q, cancel, true
+	if q.from == nil {
+		// The caller transfers the party it called: the call outlives
+		// the caller's leg, unless the transfer fails.
+		c.log.Info("refer: caller transferring", "target", q.r.Target, "b_call_id", b.rec.ID)
+	} else {
+		c.log.Info("refer: transferring", "target", q.r.Target, "from_b_call_id", q.from.rec.ID)
+	}
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
@@ -215,16 +256,75 @@ func (x *referBridge) take(ctx context.Context, b *bLeg, q referReq) (stop bool)
 		}
 		x.results <- referResult{q: q, b: nb, de: de}
 	}()
-	return false
+	return nil
+}
+
+// referProgram is the flow a Refer-To runs when it names one of our
+// numbers that leads to a flow or an agent (nil otherwise): the caller
+// leaves the bridge for it, rather than a call out through a trunk that
+// would come back in.
+func (c *Call) referProgram(ctx context.Context, q referReq) (*program, error) {
+	n, err := c.ourNumber(ctx, q.r.User)
+	if n == nil || err != nil || n.Kind == store.NumberToExtension {
+		return nil, err
+	}
+	sctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	return c.ct.numberProgram(sctx, c, n), nil
+}
+
+// ourNumber looks user up in our numbers; nil when it is none of them.
+func (c *Call) ourNumber(ctx context.Context, user string) (*store.Number, error) {
+	num, err := store.NormalizeNumber(user)
+	if err != nil {
+		return nil, nil
+	}
+	sctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	n, err := c.ct.cfg.Store.GetNumber(sctx, num)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	return n, err
+}
+
+// toFlow ends the bridge by sending the caller to p: the transferor hears
+// that it worked and is released in the background.
+func (x *referBridge) toFlow(b *bLeg, q referReq, p *program) error {
+	c := x.c
+	c.setVar(VarTransferMethod, "refer")
+	c.setVar(VarTransferResult, "answered")
+	c.setVar(VarTransferFrom, b.rec.ID)
+	c.setVar(VarTransferFlow, p.flow.ID)
+	c.log.Info("refer: caller sent to a flow", "target", q.r.Target, "flow_id", p.flow.ID, "from_b_call_id", b.rec.ID)
+	b.update(func(r *store.Call) {
+		if r.Variables == nil {
+			r.Variables = map[string]string{}
+		}
+		r.Variables[VarTransferFlow] = p.flow.ID
+		r.Variables[VarTransferMethod] = "refer"
+	})
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		nctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+		err := q.r.Notify(nctx, 200, "OK")
+		cancel()
+		if err != nil {
+			c.log.Info("refer: notify", "err", err)
+		}
+		b.end(store.ReasonNormal)
+	}()
+	return &flowSwitch{p: p}
 }
 
 // handOver gives b, this bridge's leg, to the call that asked (an attended
 // transfer there), and hangs up our caller, whom that call replaced.
-func (x *referBridge) handOver(b *bLeg, to chan<- *bLeg) bool {
+func (x *referBridge) handOver(b *bLeg, to chan<- *bLeg) error {
 	c := x.c
 	if x.pending != nil {
 		to <- nil // busy with a transfer of its own
-		return false
+		return nil
 	}
 	to <- b
 	c.setVar(VarTransferMethod, "replaced")
@@ -233,7 +333,7 @@ func (x *referBridge) handOver(b *bLeg, to chan<- *bLeg) bool {
 	if err := c.hangup(store.ReasonNormal); err != nil {
 		c.log.Info("refer: hangup replaced caller", "err", err)
 	}
-	return true
+	return errStop
 }
 
 // takeOver does an attended transfer (REFER with Replaces): the dialog the
@@ -242,7 +342,7 @@ func (x *referBridge) handOver(b *bLeg, to chan<- *bLeg) bool {
 // bridged to. Only the transferor's own calls can be named.
 func (c *Call) takeOver(ctx context.Context, q referReq) (*bLeg, *sip.DialError) {
 	id := q.r.Replaces
-	who := c.transferorIdentity(ctx, q.from)
+	who := c.referrer(ctx, q)
 	other := c.ct.callBySIPCallID(id.CallID)
 	if other == nil || other == c {
 		return nil, &sip.DialError{Reason: store.ReasonFailed, Code: 481, Status: "Call/Transaction Does Not Exist",
@@ -316,7 +416,7 @@ func (x *referBridge) referrerLeft(b *bLeg) bool {
 	}
 	x.orphan = true
 	b.end(store.ReasonNormal)
-	x.stopMOH = x.c.startHold()
+	x.stopMOH = x.c.startHold(x.c.stream)
 	return true
 }
 
@@ -332,14 +432,11 @@ func (x *referBridge) done(ctx context.Context, old *bLeg, res referResult) (nex
 	}
 	orphan := x.orphan
 	x.orphan = false
+	if res.q.from == nil {
+		return x.callerDone(ctx, old, res)
+	}
 	if res.b == nil {
-		code, reason := res.de.Code, res.de.Status
-		if code < 300 {
-			code, reason = 503, "Service Unavailable"
-		}
-		c.log.Info("refer: target did not answer", "reason", res.de.Reason, "code", res.de.Code)
-		c.setVar(VarTransferResult, string(res.de.Reason))
-		x.fail(res.q.r, code, reason)
+		x.unanswered(res)
 		if orphan {
 			_, _, why := rejectFor(res.de)
 			if err := c.hangup(why); err != nil {
@@ -404,6 +501,204 @@ func (x *referBridge) done(ctx context.Context, old *bLeg, res referResult) (nex
 	return nb, false
 }
 
+// unanswered reports a transfer whose target did not answer to whoever
+// asked for it, and on the call.
+func (x *referBridge) unanswered(res referResult) {
+	code, reason := res.de.Code, res.de.Status
+	if code < 300 {
+		code, reason = 503, "Service Unavailable"
+	}
+	x.c.log.Info("refer: target did not answer", "reason", res.de.Reason, "code", res.de.Code)
+	x.c.setVar(VarTransferResult, string(res.de.Reason))
+	x.fail(res.q.r, code, reason)
+}
+
+// callerKeep decides whether the caller's leg ending ends the call: not
+// while a transfer the caller asked for is pending (phones often hang up
+// right after the 202), nor after one succeeded.
+type callerKeep struct {
+	mu   sync.Mutex
+	n    int // REFERs from the caller not yet failed
+	gone bool
+}
+
+func (k *callerKeep) hold() {
+	k.mu.Lock()
+	k.n++
+	k.mu.Unlock()
+}
+
+// release lets one REFER go; ended reports that the caller's leg ended
+// while it was held and nothing else holds it: the call must end now.
+func (k *callerKeep) release() (ended bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.n--
+	return k.n == 0 && k.gone
+}
+
+// left is told that the caller's leg ended; true when the call goes on.
+func (k *callerKeep) left() bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.gone = true
+	return k.n > 0
+}
+
+// releaseCaller lets go of a REFER from the caller that will not transfer
+// anything, ending the call if the caller left meanwhile.
+func (c *Call) releaseCaller() {
+	if c.callerKept.release() {
+		c.cancel()
+	}
+}
+
+// callerLeft is called when the caller hung up while the transfer it asked
+// for rings: the callee b waits for the target with music on hold.
+func (x *referBridge) callerLeft(b *bLeg) {
+	x.orphan = true
+	x.stopMOH = x.c.startHold(b.stream)
+}
+
+// callerDone finishes a transfer the caller asked for. On success the
+// caller is released (NOTIFY 200, BYE) and b is returned with the target's
+// leg, to be joined (joinLegs); the call goes on without its caller.
+func (x *referBridge) callerDone(ctx context.Context, b *bLeg, res referResult) (nb *bLeg, stop bool) {
+	c := x.c
+	if res.b == nil {
+		x.unanswered(res)
+		if c.callerKept.release() {
+			// The caller left meanwhile: nobody is left for b.
+			_, _, why := rejectFor(res.de)
+			b.end(why)
+			return nil, true
+		}
+		return nil, false
+	}
+	nb = res.b
+	if err := nb.startMedia(context.WithoutCancel(ctx)); err != nil {
+		nb.end(store.ReasonFailed)
+		c.setVar(VarTransferResult, string(store.ReasonFailed))
+		x.fail(res.q.r, 500, "Server Internal Error")
+		if c.callerKept.release() {
+			b.end(store.ReasonFailed)
+			return nil, true
+		}
+		return nil, false
+	}
+	drainFrames(nb.stream.Frames())
+	c.setVar(VarTransferResult, "answered")
+	c.setVar(VarTransferMethod, "refer")
+	c.setVar(VarTransferFrom, c.ID())
+	c.setVar(VarTransferTo, nb.rec.ID)
+	c.log.Info("refer: caller transferred", "b_call_id", b.rec.ID, "to_b_call_id", nb.rec.ID)
+	nb.update(func(r *store.Call) {
+		r.Variables = map[string]string{"transferred_from": c.ID(), VarTransferMethod: "refer"}
+	})
+	// The caller hears the outcome, then leaves, in the background so the
+	// joined parties do not wait for it.
+	r := res.q.r
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		nctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+		defer cancel()
+		select {
+		case <-c.dlg.Done(): // it left while the target rang
+		default:
+			if err := r.Notify(nctx, 200, "OK"); err != nil {
+				c.log.Info("refer: notify", "err", err)
+			}
+		}
+		if err := c.dlg.Hangup(nctx); err != nil && !errors.Is(err, sip.ErrLegEnded) {
+			c.log.Info("refer: release caller", "err", err)
+		}
+		c.stream.Close()
+	}()
+	return nb, false
+}
+
+// joinLegs relays audio and DTMF between b and nb, the two parties left
+// after the caller transferred one to the other, until either hangs up
+// (which ends the other) or the call is stopped.
+func (c *Call) joinLegs(ctx context.Context, b, nb *bLeg) error {
+	type side struct {
+		l      *bLeg
+		frames <-chan []int16
+		dtmf   <-chan media.DTMFEvent
+		info   <-chan rune
+	}
+	s := [2]side{{l: b}, {l: nb}}
+	for i := range s {
+		st := s[i].l.stream
+		s[i].frames, s[i].dtmf, s[i].info = st.Frames(), st.DTMF(), s[i].l.out.InfoDTMF()
+	}
+	relay := func(from int, f []int16) {
+		if to := s[1-from].l.stream; to.Queued() < maxBridgeQueue {
+			to.Enqueue(f)
+		}
+	}
+	digit := func(from int, d rune) {
+		l := s[from].l
+		l.mu.Lock()
+		l.rec.DTMF += string(d)
+		l.mu.Unlock()
+		if _, err := s[1-from].l.stream.SendDTMF(d, relayedDigit); err != nil {
+			c.log.Warn("connect: dtmf not relayed", "digit", string(d), "err", err)
+		}
+	}
+	var ended int
+loop:
+	for {
+		select {
+		case f, ok := <-s[0].frames:
+			if !ok {
+				s[0].frames = nil
+				continue
+			}
+			relay(0, f)
+		case f, ok := <-s[1].frames:
+			if !ok {
+				s[1].frames = nil
+				continue
+			}
+			relay(1, f)
+		case ev, ok := <-s[0].dtmf:
+			if !ok {
+				s[0].dtmf = nil
+				continue
+			}
+			digit(0, ev.Digit)
+		case ev, ok := <-s[1].dtmf:
+			if !ok {
+				s[1].dtmf = nil
+				continue
+			}
+			digit(1, ev.Digit)
+		case d := <-s[0].info:
+			digit(0, d)
+		case d := <-s[1].info:
+			digit(1, d)
+		case <-b.out.Done():
+			ended = 0
+			break loop
+		case <-nb.out.Done():
+			ended = 1
+			break loop
+		case <-ctx.Done():
+			reason := c.endReason()
+			b.end(reason)
+			nb.end(reason)
+			return ctx.Err()
+		}
+	}
+	gone, other := s[ended].l, s[1-ended].l
+	gone.end(store.ReasonNormal)
+	other.end(store.ReasonNormal)
+	c.setLocalReason(store.ReasonNormal)
+	return errStop
+}
+
 // ringReferTarget rings a REFER's target with connect's dialing, on behalf
 // of the transferor: a number goes out through a trunk only when the
 // transferor itself may call out.
@@ -431,10 +726,7 @@ func (c *Call) ringReferTarget(ctx context.Context, d Dialer, q referReq, p conn
 // extensions, else a number (through a trunk), else the URI itself when it
 // names another host. who is the transferor, whose rights apply.
 func (c *Call) referDestination(ctx context.Context, q referReq) (ConnectDestination, sip.Identity, *sip.DialError) {
-	who := c.leg.Identity
-	if q.from != nil {
-		who = c.transferorIdentity(ctx, q.from)
-	}
+	who := c.referrer(ctx, q)
 	user := q.r.User
 	sctx, cancel := context.WithTimeout(ctx, storeTimeout)
 	defer cancel()
@@ -444,6 +736,11 @@ func (c *Call) referDestination(ctx context.Context, q referReq) (ConnectDestina
 		} else if !errors.Is(err, store.ErrNotFound) {
 			return ConnectDestination{}, who, &sip.DialError{Reason: store.ReasonFailed, Code: 500, Status: "Server Internal Error", Err: err}
 		}
+	}
+	if n, err := c.ourNumber(ctx, user); err != nil {
+		return ConnectDestination{}, who, &sip.DialError{Reason: store.ReasonFailed, Code: 500, Status: "Server Internal Error", Err: err}
+	} else if n != nil && n.Kind == store.NumberToExtension {
+		return ConnectDestination{Type: DestExtension, Target: n.Target}, who, nil
 	}
 	if _, err := store.NormalizeNumber(user); err == nil && user != "" {
 		return ConnectDestination{Type: DestNumber, Target: user}, who, nil
@@ -464,6 +761,14 @@ func (c *Call) referDestination(ctx context.Context, q referReq) (ConnectDestina
 	}
 	return ConnectDestination{}, who, &sip.DialError{Reason: store.ReasonFailed, Code: 400, Status: "Bad Refer-To",
 		Err: fmt.Errorf("refer-to %q", target)}
+}
+
+// referrer is who sent q: the caller, or the callee whose leg it came on.
+func (c *Call) referrer(ctx context.Context, q referReq) sip.Identity {
+	if q.from == nil {
+		return c.leg.Identity
+	}
+	return c.transferorIdentity(ctx, q.from)
 }
 
 // transferorIdentity is who the callee b is: the extension whose contact

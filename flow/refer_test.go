@@ -57,3 +57,24 @@ func TestReferInbox(t *testing.T) {
 		t.Fatal("took a REFER after close")
 	}
 }
+
+// The caller's leg ends the call unless a REFER of its is held: two held,
+// one failing, the caller leaving, then the other failing ends the call
+// only at the last release.
+func TestCallerKeep(t *testing.T) {
+	var k callerKeep
+	k.hold()
+	k.hold()
+	if k.release() {
+		t.Fatal("ended with the caller still present")
+	}
+	if !k.left() {
+		t.Fatal("the caller leaving ended the call while a REFER was held")
+	}
+	if !k.release() {
+		t.Fatal("the last release after the caller left did not end the call")
+	}
+	if k.left() {
+		t.Fatal("the caller leaving with nothing held kept the call")
+	}
+}

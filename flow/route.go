@@ -95,6 +95,13 @@ func (ct *Controller) routeNumber(ctx context.Context, c *Call, num string) *pro
 	if n.TrunkID != "" && (c.leg.Identity.Trunk == nil || c.leg.Identity.Trunk.ID != n.TrunkID) {
 		return nil
 	}
+	return ct.numberProgram(ctx, c, n)
+}
+
+// numberProgram is what a call to our number n runs; nil for the default
+// flow (the number's flow or agent is missing: a warning on the call).
+func (ct *Controller) numberProgram(ctx context.Context, c *Call, n *store.Number) *program {
+	num := n.Number
 	switch n.Kind {
 	case store.NumberToFlow:
 		p, err := ct.lookup(ctx, n.Target)

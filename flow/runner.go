@@ -27,6 +27,12 @@ type executor func(ctx context.Context, r *run) (jump string, err error)
 // errStop ends the flow without error (the stop action).
 var errStop = errors.New("flow stopped")
 
+// flowSwitch ends the running flow and starts p in its place (a REFER
+// that sent the caller to one of our numbers, refer.go).
+type flowSwitch struct{ p *program }
+
+func (f *flowSwitch) Error() string { return "switch to flow " + f.p.flow.ID }
+
 // run is one call's execution of flows: the program counter lives in
 // runFlow's frames; what persists across them lives here.
 type run struct {
@@ -72,9 +78,18 @@ func (r *run) runFlow(ctx context.Context, p *program) error {
 		st := p.steps[i]
 		r.current, r.currentIndex = p.flow, i
 		jump, err := r.exec(ctx, p, i, st)
+		var fs *flowSwitch
 		switch {
 		case errors.Is(err, errStop):
 			return errStop
+		case errors.As(err, &fs):
+			if r.depth > 1 {
+				return err // the outermost flow is the one replaced
+			}
+			r.c.log.Info("flow switch", "from_flow_id", p.flow.ID, "flow_id", fs.p.flow.ID)
+			r.c.update(func(rec *store.Call) { rec.FlowID = fs.p.flow.ID })
+			p, i = fs.p, 0
+			continue
 		case ctx.Err() != nil:
 			return ctx.Err()
 		case err != nil:
@@ -124,9 +139,12 @@ func (r *run) exec(ctx context.Context, p *program, i int, st step) (string, err
 		err = fmt.Errorf("timed out after %v", timeout)
 	}
 	rec.TMEnd = time.Now().UTC()
+	var fs *flowSwitch
 	switch {
 	case errors.Is(err, errStop):
 		rec.Result = "stop"
+	case errors.As(err, &fs):
+		rec.Result = "flow:" + fs.p.flow.ID
 	case err != nil && ctx.Err() != nil:
 		rec.Result = "hangup"
 	case err != nil:

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/voxbridge/voxbridge/media"
 	"github.com/voxbridge/voxbridge/sip"
 	"github.com/voxbridge/voxbridge/store"
 )
@@ -158,7 +159,7 @@ func (c *Call) transferLegOnHold(ctx, dialCtx context.Context, p connectPlan, wa
 		}
 	}
 	if warm && c.stream != nil {
-		defer c.startHold()()
+		defer c.startHold(c.stream)()
 	}
 	attempts, derr := c.attemptsFor(ctx, p.dests[0], p)
 	if derr != nil {
@@ -188,9 +189,10 @@ func (c *Call) transferLegOnHold(ctx, dialCtx context.Context, p connectPlan, wa
 	}
 }
 
-// startHold plays music on hold to the caller until the returned stop is
+// startHold plays music on hold on st (the caller's stream, or a bridged
+// leg's whose other party left) until the returned stop is
 // called (which flushes it).
-func (c *Call) startHold() (stop func()) {
+func (c *Call) startHold(st *media.Stream) (stop func()) {
 	hctx, cancel := context.WithCancel(c.ctx)
 	done := make(chan struct{})
 	moh := musicOnHold()
@@ -200,15 +202,15 @@ func (c *Call) startHold() (stop func()) {
 		defer close(done)
 		// Two loops queued at all times, so the music never pauses while
 		// the next one is queued.
-		next := c.stream.Enqueue(moh)
+		next := st.Enqueue(moh)
 		for {
 			select {
-			case <-c.stream.Done():
+			case <-st.Done():
 				return // Enqueue would answer at once: do not spin
 			default:
 			}
 			playing := next
-			next = c.stream.Enqueue(moh)
+			next = st.Enqueue(moh)
 			select {
 			case <-playing:
 			case <-hctx.Done():
@@ -219,6 +221,6 @@ func (c *Call) startHold() (stop func()) {
 	return func() {
 		cancel()
 		<-done
-		c.stream.Flush()
+		st.Flush()
 	}
 }

@@ -186,30 +186,290 @@ func TestReferTransferorLeavesAtOnce(t *testing.T) {
 	waitDone(t, a)
 }
 
+// B transfers A to one of our numbers that runs a flow (an echo): B is
+// released with NOTIFY 200, A hears itself, nothing goes out through a
+// trunk, and the record shows the connect ending in a switch to the flow.
+// The caller may not do the same to B (B has no flow to run it in).
+func TestReferToOurFlowNumber(t *testing.T) {
+	inst := bridgeServer(t, nil)
+	sf, err := (&flow.Flow{ID: "support", Actions: []flow.Action{{Type: "echo", Option: []byte(`{"duration_ms":30000}`)}}}).ToStore("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := inst.db.PutFlow(context.Background(), sf); err != nil {
+		t.Fatal(err)
+	}
+	if err := inst.db.PutNumber(context.Background(), &store.Number{Number: "+15550009000", Kind: store.NumberToFlow, Target: "support"}); err != nil {
+		t.Fatal(err)
+	}
+	a, bc := referBridge(t, inst)
+
+	if code, err := a.Refer(bctx(t), target(inst, "+15550009000"), siptest.ReferOptions{}); err != nil || code != 202 {
+		t.Fatalf("caller's REFER answered %d, %v; want 202", code, err)
+	}
+	if final, err := a.WaitFinalNotify(bctx(t)); err != nil || final.Code != 501 {
+		t.Fatalf("caller's REFER to a flow: final NOTIFY %+v, %v; want 501", final, err)
+	}
+
+	if code, err := bc.Refer(bctx(t), target(inst, "+15550009000"), siptest.ReferOptions{}); err != nil || code != 202 {
+		t.Fatalf("callee's REFER answered %d, %v; want 202", code, err)
+	}
+	if final, err := bc.WaitFinalNotify(bctx(t)); err != nil || final.Code != 200 {
+		t.Fatalf("final NOTIFY %+v, %v; want 200", final, err)
+	}
+	waitDone(t, bc)
+	if !bc.RemoteHungUp() {
+		t.Fatal("the transferor's leg ended, but not by voxbridge's BYE")
+	}
+	mark := a.HeardLen()
+	waitFor(t, "the caller to hear its echo", 15*time.Second, func() bool {
+		h := a.Heard()
+		return len(h) > mark+media.SampleRate/2 && media.ToneLevel(h[len(h)-media.SampleRate/4:], toneCaller) > 0.2
+	})
+	if err := a.Hangup(bctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	rec := callRecord(t, inst, a.CallID())
+	if rec.FlowID != "support" || rec.Variables[flow.VarTransferFlow] != "support" || rec.Variables[flow.VarTransferMethod] != "refer" {
+		t.Errorf("caller's record: flow %q, variables %v", rec.FlowID, rec.Variables)
+	}
+	runs, err := inst.db.ListActionRuns(context.Background(), rec.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range runs {
+		got = append(got, r.FlowID+"/"+r.Type+"="+r.Result)
+	}
+	if len(got) != 2 || !strings.HasSuffix(got[0], "/connect=flow:support") || got[1] != "support/echo=hangup" {
+		t.Errorf("actions run: %v; want the connect switching to support, then its echo", got)
+	}
+	legs := finalChained(t, inst, rec.ID, 1)
+	if legs[0].Variables[flow.VarTransferFlow] != "support" {
+		t.Errorf("transferor's leg variables %v", legs[0].Variables)
+	}
+}
+
+// A, who called B through voxbridge, transfers B to extension 1004 by a
+// blind REFER on its own dialog: 1004 rings and answers, B and 1004 hear
+// each other, A gets NOTIFY 100 then 200 and is released, and the call
+// goes on without A until 1004 hangs up, which ends B.
+func TestReferFromCaller(t *testing.T) {
+	inst := bridgeServer(t, nil)
+	c := registeredPhone(t, inst, "1004", siptest.AnswerPlan{ToneHz: toneTarget, RingFor: 400 * time.Millisecond, RingEvery: 200 * time.Millisecond})
+	a, bc := referBridge(t, inst)
+	// The caller names one of our numbers, which rings extension 1004.
+	if err := inst.db.PutNumber(context.Background(), &store.Number{Number: "+15550001004", Kind: store.NumberToExtension, Target: "1004"}); err != nil {
+		t.Fatal(err)
+	}
+
+	if code, err := a.Refer(bctx(t), target(inst, "+15550001004"), siptest.ReferOptions{}); err != nil || code != 202 {
+		t.Fatalf("REFER answered %d, %v; want 202", code, err)
+	}
+	cc := answeredCall(t, c)
+	hears(t, "the transfer target", cc, toneCallee)
+	hears(t, "the callee", bc, toneTarget)
+	final, err := a.WaitFinalNotify(bctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := a.Notifies(); n[0].Code != 100 || final.Code != 200 {
+		t.Fatalf("the caller's NOTIFYs: %+v; want 100 then 200", n)
+	}
+	waitDone(t, a)
+	if !a.RemoteHungUp() {
+		t.Fatal("the caller's leg ended, but not by voxbridge's BYE")
+	}
+	// With the caller gone the two still talk.
+	mark := bc.HeardLen()
+	waitFor(t, "more audio at the callee", 10*time.Second, func() bool { return bc.HeardLen() > mark+media.SampleRate })
+	if _, l := strongest(bc.Heard()[mark:], media.SampleRate/4, toneTarget); l < 0.2 {
+		t.Errorf("after the caller left the callee no longer hears the target (level %.2f)", l)
+	}
+	if _, l := strongest(cc.Heard(), media.SampleRate/4, toneCaller); l > 0.2 {
+		t.Errorf("the target heard the caller's tone (level %.2f)", l)
+	}
+
+	if err := cc.Hangup(bctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	waitDone(t, bc)
+	if !bc.RemoteHungUp() {
+		t.Fatal("the callee's leg ended, but not by voxbridge's BYE")
+	}
+	rec := callRecord(t, inst, a.CallID())
+	legs := finalChained(t, inst, rec.ID, 2)
+	var callee, to store.Call
+	for _, l := range legs {
+		switch l.SIPCallID {
+		case bc.CallID():
+			callee = l
+		case cc.CallID():
+			to = l
+		}
+	}
+	if callee.ID == "" || to.ID == "" {
+		t.Fatalf("the chained legs %+v are not the callee's and the target's", legs)
+	}
+	v := rec.Variables
+	if v[flow.VarTransferMethod] != "refer" || v[flow.VarTransferResult] != "answered" ||
+		v[flow.VarTransferFrom] != rec.ID || v[flow.VarTransferTo] != to.ID {
+		t.Errorf("caller's transfer variables: %v; want refer/answered from %s to %s", v, rec.ID, to.ID)
+	}
+	if rec.HangupBy != store.HangupByLocal || rec.HangupReason != store.ReasonNormal {
+		t.Errorf("the caller's record: hung up by %q, %q; want local, normal", rec.HangupBy, rec.HangupReason)
+	}
+	if to.Variables["transferred_from"] != rec.ID || to.HangupBy != store.HangupByRemote || callee.HangupBy != store.HangupByLocal {
+		t.Errorf("legs: target %v hung up by %q, callee hung up by %q", to.Variables, to.HangupBy, callee.HangupBy)
+	}
+}
+
+// An attended transfer by the caller: 1001 calls 1002, then 1003 (both
+// through voxbridge), then REFERs its first call with Replaces naming the
+// second: 1002 and 1003 talk, and both of 1001's calls end.
+func TestReferFromCallerAttended(t *testing.T) {
+	inst := bridgeServer(t, nil)
+	c := registeredPhone(t, inst, "1003", siptest.AnswerPlan{ToneHz: toneTarget})
+	a, bc := referBridge(t, inst)
+	a2, err := dialAs(t, inst, "1001", "1003")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc := answeredCall(t, c)
+	hears(t, "the caller's second call", a2, toneTarget)
+	replaces, err := siptest.ReplacesOf(a2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, err := a.Refer(bctx(t), target(inst, "1003"), siptest.ReferOptions{Replaces: replaces}); err != nil || code != 202 {
+		t.Fatalf("REFER answered %d, %v; want 202", code, err)
+	}
+	final, err := a.WaitFinalNotify(bctx(t))
+	if err != nil || final.Code != 200 {
+		t.Fatalf("final NOTIFY %+v, %v; want 200", final, err)
+	}
+	waitDone(t, a)
+	waitDone(t, a2)
+	mark, markC := bc.HeardLen(), cc.HeardLen()
+	waitFor(t, "the callee and the target to hear each other", 15*time.Second, func() bool {
+		hb, hc := bc.Heard(), cc.Heard()
+		return len(hb) > mark+media.SampleRate/2 && len(hc) > markC+media.SampleRate/2 &&
+			media.ToneLevel(hb[len(hb)-media.SampleRate/4:], toneTarget) > 0.2 &&
+			media.ToneLevel(hc[len(hc)-media.SampleRate/4:], toneCallee) > 0.2
+	})
+	if err := bc.Hangup(bctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	waitDone(t, cc)
+	rec := callRecord(t, inst, a.CallID())
+	second := callRecord(t, inst, a2.CallID())
+	if v := rec.Variables; v[flow.VarTransferMethod] != "refer" || v[flow.VarTransferReplaces] != second.ID {
+		t.Errorf("caller's variables %v; want a transfer by refer replacing call %s", v, second.ID)
+	}
+	if second.Variables[flow.VarTransferMethod] != "replaced" {
+		t.Errorf("the replaced call's variables %v", second.Variables)
+	}
+}
+
+// The caller hangs up right after the 202: the callee hears music on hold
+// while the target rings, then the target. A transfer the target turns
+// down after the caller left ends the callee too.
+func TestReferFromCallerLeavesAtOnce(t *testing.T) {
+	for _, answer := range []bool{true, false} {
+		t.Run(map[bool]string{true: "target answers", false: "target busy"}[answer], func(t *testing.T) {
+			inst := bridgeServer(t, nil)
+			plan := siptest.AnswerPlan{ToneHz: toneTarget, RingFor: 2500 * time.Millisecond, RingEvery: 500 * time.Millisecond}
+			if !answer {
+				plan = siptest.AnswerPlan{Reject: 486, RingFor: 2500 * time.Millisecond, RingEvery: 500 * time.Millisecond}
+			}
+			c := registeredPhone(t, inst, "1004", plan)
+			a, bc := referBridge(t, inst)
+			if code, err := a.Refer(bctx(t), target(inst, "1004"), siptest.ReferOptions{}); err != nil || code != 202 {
+				t.Fatalf("REFER answered %d, %v; want 202", code, err)
+			}
+			mark := bc.HeardLen()
+			if err := a.Hangup(bctx(t)); err != nil {
+				t.Fatal(err)
+			}
+			if !answer {
+				waitDone(t, bc)
+				if !heardMusicOnHold(bc.Heard()[mark:]) {
+					t.Error("the callee heard no music on hold while the target rang")
+				}
+				rec := callRecord(t, inst, a.CallID())
+				if rec.Variables[flow.VarTransferResult] != "busy" {
+					t.Errorf("caller's variables %v; want transfer.result busy", rec.Variables)
+				}
+				return
+			}
+			cc := answeredCall(t, c)
+			if !heardMusicOnHold(bc.Heard()[mark:]) {
+				t.Error("the callee heard no music on hold while the target rang")
+			}
+			hears(t, "the transfer target", cc, toneCallee)
+			hears(t, "the callee", bc, toneTarget)
+			if err := bc.Hangup(bctx(t)); err != nil {
+				t.Fatal(err)
+			}
+			waitDone(t, cc)
+			rec := callRecord(t, inst, a.CallID())
+			if rec.Variables[flow.VarTransferMethod] != "refer" || rec.HangupBy != store.HangupByRemote {
+				t.Errorf("caller's record: variables %v, hung up by %q", rec.Variables, rec.HangupBy)
+			}
+		})
+	}
+}
+
 // A call from a carrier is transferred to an outside number by the
 // transfer action with method refer: a carrier that takes the REFER and
 // reports 200 ends our part in the call; one that refuses it (603) gets
 // the call bridged back out through the trunk instead.
 func TestTransferByReferToCarrier(t *testing.T) {
+	const allowRefer = "INVITE, ACK, CANCEL, BYE, OPTIONS, REFER, NOTIFY"
 	for _, tc := range []struct {
 		name   string
 		plan   siptest.ReferPlan
-		method string
+		asked  string // the transfer action's method
+		allow  string // the carrier's Allow, "" for none
+		method string // how the transfer was done
 	}{
-		{"carrier transfers", siptest.ReferPlan{FinalCode: 200, FinalDelay: 300 * time.Millisecond}, "refer"},
-		{"carrier refuses", siptest.ReferPlan{Reject: 603}, "bridge"},
+		{"carrier transfers", siptest.ReferPlan{FinalCode: 200, FinalDelay: 300 * time.Millisecond}, "refer", "", "refer"},
+		{"carrier refuses", siptest.ReferPlan{Reject: 603}, "refer", "", "bridge"},
+		// With method auto a carrier is asked only when its Allow lists REFER.
+		{"auto, carrier allows REFER", siptest.ReferPlan{FinalCode: 200, FinalDelay: 300 * time.Millisecond}, "auto", allowRefer, "refer"},
+		{"auto, carrier does not list REFER", siptest.ReferPlan{FinalCode: 200}, "auto", "INVITE, ACK, CANCEL, BYE", "bridge"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			inst := bridgeServer(t, mustFlow(t, `{"id":"xfer","actions":[{"type":"answer"},
-			  {"type":"transfer","option":{"destination":{"type":"number","target":"+14155550123"},"method":"refer"}}]}`))
+			  {"type":"transfer","option":{"destination":{"type":"number","target":"+14155550123"},"method":"`+tc.asked+`"}}]}`))
 			carrier := referCarrier(t, inst)
 			carrier.OnRefer(func(*sip.Request) siptest.ReferPlan { return tc.plan })
-			call, err := carrier.Dial(bctx(t), target(inst, "echo"), siptest.DialOptions{})
+			var opts siptest.DialOptions
+			if tc.allow != "" {
+				opts.Headers = []sip.Header{sip.NewHeader("Allow", tc.allow)}
+			}
+			call, err := carrier.Dial(bctx(t), target(inst, "echo"), opts)
 			if err != nil {
 				t.Fatal(err)
 			}
 			t.Cleanup(call.Close)
 			call.Play(media.Tone(toneCaller, 20*time.Second, 0.5))
+			if tc.asked == "auto" && tc.method == "bridge" {
+				// Not asked at all: the call goes out through the trunk.
+				far := answeredCall(t, carrier)
+				hears(t, "the transfer target", far, toneCaller)
+				if n := len(carrier.ReferTargets()); n != 0 {
+					t.Fatalf("the carrier got %d REFERs without listing REFER in Allow", n)
+				}
+				if err := call.Hangup(bctx(t)); err != nil {
+					t.Fatal(err)
+				}
+				rec := callRecord(t, inst, call.CallID())
+				if rec.Variables[flow.VarTransferResult] != "answered" {
+					t.Errorf("caller's variables %v; want transfer answered", rec.Variables)
+				}
+				return
+			}
 			waitFor(t, "the REFER at the carrier", 15*time.Second, func() bool { return len(carrier.ReferTargets()) == 1 })
 			if got := carrier.ReferTargets()[0]; !strings.Contains(got, "sip:+14155550123@127.0.0.1") {
 				t.Fatalf("Refer-To %q", got)
