@@ -15,7 +15,7 @@ run:
 	$(GO) run -ldflags "$(LDFLAGS)" ./cmd/voxbridge serve $(ARGS)
 
 test:
-	$(GO) test -race -count=1 ./...
+	$(GO) test -race -count=1 -timeout 30m ./...
 
 # Real SIP peers we did not write (SIPp) against a freshly started server.
 interop: build
