@@ -108,6 +108,35 @@ type HTTPTool struct {
 	TimeoutMS int               `json:"timeout_ms,omitempty" yaml:"timeout_ms,omitempty"` // default 10000
 }
 
+// TransferRequest is a transfer the agent asks of the call.
+type TransferRequest struct {
+	// Target is an extension, number or SIP URI (TransferTarget.Target).
+	Target string
+	// Warm asks for an attended transfer: the target hears an
+	// announcement, then is bridged.
+	Warm bool
+	// Summary is what the model wrote for the person taking a warm
+	// transfer (who is calling and why); "" for the default announcement.
+	Summary string
+}
+
+// maxTransferSummary bounds the spoken summary (about 30 s of speech).
+const maxTransferSummary = 400
+
+// transferSummary is the model's summary made fit to speak: one line, at
+// most maxTransferSummary bytes, cut at a word.
+func transferSummary(s string) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) <= maxTransferSummary {
+		return s
+	}
+	s = s[:maxTransferSummary]
+	if i := strings.LastIndexByte(s, ' '); i > 0 {
+		s = s[:i]
+	}
+	return strings.ToValidUTF8(s, "")
+}
+
 // TransferTarget is a place the agent may transfer the call to.
 type TransferTarget struct {
 	// Name is what the model uses ("sales", "billing").

@@ -794,7 +794,8 @@ func (s *Session) execTool(pt *pendingTool) {
 		s.completeTool(pt, `{"ok":true}`, nil)
 	case name == ToolTransferCall && s.def.toolEnabled(name):
 		var a struct {
-			Target string `json:"target"`
+			Target  string `json:"target"`
+			Summary string `json:"summary"`
 		}
 		if err := parseArgs(args, &a); err != nil {
 			s.completeTool(pt, toolError("%v", err), err)
@@ -811,7 +812,7 @@ func (s *Session) execTool(pt *pendingTool) {
 			return
 		}
 		pt.markEffect()
-		s.transferTo(t, pt, false)
+		s.transferTo(t, transferSummary(a.Summary), pt, false)
 	case name == ToolSendDTMF && s.def.toolEnabled(name):
 		var a struct {
 			Digits string `json:"digits"`
@@ -949,7 +950,7 @@ func (s *Session) onDigit(d rune) {
 			if t, ok := s.def.TransferTarget(a.Target); ok {
 				s.interruptAgent(false)
 				s.cancelReply()
-				s.transferTo(t, nil, false)
+				s.transferTo(t, "", nil, false)
 			}
 		case "end_call":
 			s.endCall(EndAgentHangup, s.def.GoodbyeMessage, true)

@@ -36,9 +36,9 @@ type Call interface {
 	Digits() <-chan rune
 	// Hangup ends the call (BYE) with one of the EndReason values.
 	Hangup(reason string) error
-	// Transfer hands the call to target (blind, or attended when warm) and
-	// returns once that succeeded or failed.
-	Transfer(ctx context.Context, target string, warm bool) error
+	// Transfer hands the call over as t asks and returns once that
+	// succeeded or failed.
+	Transfer(ctx context.Context, t TransferRequest) error
 	// SetVariable stores a call variable for the flow's later actions.
 	SetVariable(key, value string)
 }
@@ -720,6 +720,7 @@ func (s *Session) updateState() {
 type ending struct {
 	reason    EndReason
 	target    TransferTarget
+	summary   string // the model's words for a warm transfer's target
 	transfer  bool
 	hangingUp bool
 	started   bool
@@ -748,12 +749,12 @@ func (s *Session) endCall(reason EndReason, goodbye string, interrupt bool) {
 }
 
 // transferTo hands the call over once the agent has finished speaking.
-func (s *Session) transferTo(t TransferTarget, tool *pendingTool, fallback bool) {
+func (s *Session) transferTo(t TransferTarget, summary string, tool *pendingTool, fallback bool) {
 	if s.ending != nil && s.ending.started {
 		return
 	}
 	s.dropUserTurn()
-	s.ending = &ending{reason: EndTransfer, target: t, transfer: true, toolCall: tool, fallback: fallback}
+	s.ending = &ending{reason: EndTransfer, target: t, summary: summary, transfer: true, toolCall: tool, fallback: fallback}
 	s.runEnding()
 }
 
@@ -765,9 +766,12 @@ func (s *Session) runEnding() {
 	}
 	e.started = true
 	if e.transfer {
-		target := e.target
+		req := TransferRequest{Target: e.target.Target, Warm: e.target.Warm}
+		if req.Warm {
+			req.Summary = e.summary
+		}
 		s.goWorker(func() {
-			err := s.call.Transfer(s.ctx, target.Target, target.Warm)
+			err := s.call.Transfer(s.ctx, req)
 			s.post(s.ctx, func() { s.onTransferDone(e, err) })
 		})
 		return
@@ -839,7 +843,7 @@ func (s *Session) fail(f *ProviderFailure) {
 	}
 	if name := s.def.Fallback.TransferTo; name != "" {
 		if t, ok := s.def.TransferTarget(name); ok {
-			s.transferTo(t, nil, true)
+			s.transferTo(t, "", nil, true)
 			return
 		}
 	}

@@ -584,8 +584,44 @@ func TestTransferToUnlistedTargetIsRefused(t *testing.T) {
 			decl = string(tl.Parameters)
 		}
 	}
-	if !strings.Contains(decl, `"enum":["billing","sales"]`) {
-		t.Errorf("transfer_call parameters %s", decl)
+	if !strings.Contains(decl, `"enum":["billing","sales"]`) || strings.Contains(decl, "summary") {
+		t.Errorf("transfer_call parameters %s; want the targets and no summary (no target is warm)", decl)
+	}
+}
+
+// With a warm target the model may write a summary for the person taking
+// the call: it reaches the call's transfer in one line; a blind target's
+// transfer carries none.
+func TestWarmTransferCarriesTheModelsSummary(t *testing.T) {
+	t.Parallel()
+	for _, warm := range []bool{true, false} {
+		def := baseDef()
+		def.TransferTargets[1].Warm = warm
+		h := newHarness(t, def)
+		h.stt.Script = []agenttest.Utterance{{Text: "Sales please, about my order."}}
+		h.llm.Script = []agenttest.Reply{{Text: "Putting you through.", ToolCalls: []agent.ToolCall{{ID: "c1", Name: agent.ToolTransferCall,
+			Arguments: `{"target":"sales","summary":"Dana Smith,\n  asking about   order 42."}`}}}}
+		h.start()
+		h.waitFinalTurns(1)
+		h.waitListening()
+		h.call.Say(agenttest.Speech(time.Second))
+		h.result()
+		want := ""
+		if warm {
+			want = "Dana Smith, asking about order 42."
+		}
+		if tr := h.call.Transfers(); len(tr) != 1 || tr[0].Target != "2001" || tr[0].Warm != warm || tr[0].Summary != want {
+			t.Errorf("warm %v: transfers %+v; want one to 2001 with summary %q", warm, tr, want)
+		}
+		var decl string
+		for _, tl := range h.llm.Requests()[0].Tools {
+			if tl.Name == agent.ToolTransferCall {
+				decl = string(tl.Parameters)
+			}
+		}
+		if strings.Contains(decl, `"summary"`) != warm {
+			t.Errorf("warm %v: transfer_call parameters %s", warm, decl)
+		}
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 )
@@ -52,10 +53,15 @@ func (d Definition) ToolDecls() []Tool {
 			}
 			desc.WriteString(" no other target is possible.")
 			enum, _ := json.Marshal(names)
+			props := `"target":{"type":"string","enum":` + string(enum) + `}`
+			if slices.ContainsFunc(d.TransferTargets, func(t TransferTarget) bool { return t.Warm }) {
+				// A warm transfer's target hears this before the caller.
+				props += `,"summary":{"type":"string","description":"For the person taking the call, spoken before the caller joins: one or two sentences on who is calling and what they need."}`
+			}
 			out = append(out, Tool{
 				Name:        ToolTransferCall,
 				Description: desc.String(),
-				Parameters:  json.RawMessage(`{"type":"object","properties":{"target":{"type":"string","enum":` + string(enum) + `}},"required":["target"]}`),
+				Parameters:  json.RawMessage(`{"type":"object","properties":{` + props + `},"required":["target"]}`),
 			})
 		case ToolSendDTMF:
 			out = append(out, Tool{

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 func TestHTTPToolEdges(t *testing.T) {
@@ -70,5 +71,19 @@ func TestHTTPToolEdges(t *testing.T) {
 	out, err = callHTTPTool(context.Background(), http.DefaultClient, HTTPTool{Name: "t", URL: "http://127.0.0.1:1/x"}, `{}`, nil)
 	if err == nil || !strings.Contains(out, "could not be reached") {
 		t.Errorf("unreachable: %q %v", out, err)
+	}
+}
+
+// A model's summary is spoken as one line of at most maxTransferSummary
+// bytes, cut between words and still valid UTF-8.
+func TestTransferSummary(t *testing.T) {
+	if got := transferSummary("  Dana\n\tSmith  "); got != "Dana Smith" {
+		t.Errorf("got %q", got)
+	}
+	long := strings.Repeat("héllo wörld ", 100)
+	got := transferSummary(long)
+	if len(got) > maxTransferSummary || !utf8.ValidString(got) || strings.HasSuffix(got, " ") ||
+		!strings.HasPrefix(long, got) || !strings.HasPrefix(long[len(got):], " ") {
+		t.Errorf("cut to %d bytes: %q", len(got), got[max(0, len(got)-20):])
 	}
 }

@@ -369,8 +369,9 @@ func (a *agentCall) Hangup(reason string) error {
 // hears music on hold while it rings, and the target hears who is being
 // transferred (in the agent's voice) first. The agent only offers targets
 // its definition allows.
-func (a *agentCall) Transfer(ctx context.Context, target string, warm bool) error {
+func (a *agentCall) Transfer(ctx context.Context, t agent.TransferRequest) error {
 	c := a.c
+	target, warm := t.Target, t.Warm
 	dst := ConnectDestination{Type: DestNumber, Target: target}
 	switch {
 	case strings.HasPrefix(target, "sip:") || strings.HasPrefix(target, "sips:"):
@@ -387,7 +388,7 @@ func (a *agentCall) Transfer(ctx context.Context, target string, warm bool) erro
 	// a trunk whoever the caller is.
 	p := connectPlan{dests: []ConnectDestination{dst}, ring: RingAll, timeout: DefaultRingTimeout, relay: true, system: true}
 	// The B leg outlives this tool call, so it dials on the call's context.
-	won, derr := c.transferLeg(ctx, c.ctx, p, warm, a.announcement(warm))
+	won, derr := c.transferLeg(ctx, c.ctx, p, warm, a.announcement(warm, t.Summary))
 	if won == nil {
 		return derr
 	}
@@ -397,18 +398,28 @@ func (a *agentCall) Transfer(ctx context.Context, target string, warm bool) erro
 	return nil
 }
 
-// agentAnnouncement is what a warm transfer's target hears first.
+// agentAnnouncement is what a warm transfer's target hears first when the
+// model wrote no summary.
 const agentAnnouncement = "Transferred call from ${call.from_user}."
 
-// announcement is a warm transfer's announcement in the agent's voice,
-// nil when the transfer is blind or the agent has no voice of its own (a
-// speech-to-speech agent).
-func (a *agentCall) announcement(warm bool) *TalkOption {
+// VarTransferSummary is the summary the agent gave a warm transfer's target.
+const VarTransferSummary = "transfer.summary"
+
+// announcement is a warm transfer's announcement in the agent's voice: the
+// model's summary, else agentAnnouncement. nil when the transfer is blind
+// or the agent has no voice of its own (a speech-to-speech agent).
+func (a *agentCall) announcement(warm bool, summary string) *TalkOption {
 	id, _ := a.c.getVar("agent.id")
 	if def, ok := a.c.ct.cfg.Agents.Get(id); !warm || !ok || def.TTS == nil {
 		return nil
 	}
-	return &TalkOption{Text: agentAnnouncement, AgentID: id}
+	if summary == "" {
+		return &TalkOption{Text: agentAnnouncement, AgentID: id}
+	}
+	// Spoken through a variable: expansion is one pass, so whatever the
+	// model wrote is said as written, never expanded.
+	a.c.setVar(VarTransferSummary, summary)
+	return &TalkOption{Text: "${" + VarTransferSummary + "}", AgentID: id}
 }
 
 // pendingBridge is a transfer target that answered while the agent talked;

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/voxbridge/voxbridge/agent"
 	"github.com/voxbridge/voxbridge/store"
 )
 
@@ -311,7 +312,7 @@ func (c *Call) apiTransfer(a CallAction) error {
 			c.ctl.mu.Unlock()
 		}()
 		c.log.Info("api transfer: ringing", "to", to)
-		if err := (&agentCall{c: c}).Transfer(c.ctx, to, false); err != nil {
+		if err := (&agentCall{c: c}).Transfer(c.ctx, agent.TransferRequest{Target: to}); err != nil {
 			if c.ctx.Err() == nil {
 				c.warn("transfer: " + err.Error())
 				c.log.Info("api transfer failed", "to", to, "err", err)

@@ -12,6 +12,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/voxbridge/voxbridge/agent"
 )
 
 const (
@@ -61,9 +63,10 @@ type chunk struct {
 
 // Transfer records a transfer the session asked for.
 type Transfer struct {
-	Target string
-	Warm   bool
-	At     time.Time
+	Target  string
+	Warm    bool
+	Summary string
+	At      time.Time
 }
 
 // Cleaner registers cleanups; *testing.T and *testing.B are Cleaners, and a
@@ -271,13 +274,13 @@ func (c *Call) Hangup(reason string) error {
 }
 
 // Transfer implements agent.Call.
-func (c *Call) Transfer(ctx context.Context, target string, warm bool) error {
+func (c *Call) Transfer(ctx context.Context, t agent.TransferRequest) error {
 	c.mu.Lock()
 	fn := c.transferErr
-	c.transfers = append(c.transfers, Transfer{Target: target, Warm: warm, At: c.nowLocked()})
+	c.transfers = append(c.transfers, Transfer{Target: t.Target, Warm: t.Warm, Summary: t.Summary, At: c.nowLocked()})
 	c.mu.Unlock()
 	if fn != nil {
-		return fn(target)
+		return fn(t.Target)
 	}
 	return ctx.Err()
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -146,7 +147,7 @@ func TestWarmTransferNotTaken(t *testing.T) {
 func TestAgentWarmTransfer(t *testing.T) {
 	dg := fake.NewDeepgram(t, fake.DeepgramOptions{Utterances: []string{"Sales, please."}})
 	oai := fake.NewOpenAI(t, fake.OpenAIScript{Chat: []fake.ChatReply{
-		{Text: "Transferring you.", ToolCalls: []agent.ToolCall{{Name: "transfer_call", Arguments: `{"target":"sales"}`}}},
+		{Text: "Transferring you.", ToolCalls: []agent.ToolCall{{Name: "transfer_call", Arguments: `{"target":"sales","summary":"A caller asking about order ${call.id}."}`}}},
 		{Text: "You are through."},
 	}})
 	el := fake.NewElevenLabs(t, fake.ElevenLabsOptions{ToneHz: 600, PerChar: 10 * time.Millisecond})
@@ -186,7 +187,17 @@ func TestAgentWarmTransfer(t *testing.T) {
 	}
 	waitDone(t, a)
 	rec := callRecord(t, inst, a.CallID())
-	if rec.Variables["agent.reason"] != string(agent.EndTransfer) || rec.Variables[flow.VarTransferResult] != "answered" {
+	// The model's summary is what sales heard, spoken as written.
+	const summary = "A caller asking about order ${call.id}."
+	if rec.Variables["agent.reason"] != string(agent.EndTransfer) || rec.Variables[flow.VarTransferResult] != "answered" ||
+		rec.Variables[flow.VarTransferSummary] != summary {
 		t.Errorf("variables %v", rec.Variables)
+	}
+	var said []string
+	for _, s := range el.Sessions() {
+		said = append(said, s.Text())
+	}
+	if !slices.ContainsFunc(said, func(s string) bool { return strings.Contains(s, summary) }) {
+		t.Errorf("the voice was asked to say %q; want the model's summary %q", said, summary)
 	}
 }
