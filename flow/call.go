@@ -340,7 +340,7 @@ func (c *Call) answer(ctx context.Context) error {
 		cfg.Latch = natLatch // mediachange.go
 	}
 	c.captureTap = c.startCapture(n.RemoteAddr.Addr())
-	c.transcriptionTap = c.transcribeTap(conn, n.RemoteAddr.Addr(), codec, c.captureTap)
+	c.transcriptionTap = c.transcribeTap(conn, c.captureTap)
 	cfg.Tap = c.captureTap
 	stream, err := media.NewStream(cfg)
 	if err != nil {

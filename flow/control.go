@@ -469,7 +469,7 @@ func (c *Call) apiDTMF(a CallAction) error {
 	if err != nil {
 		return asActionError(err)
 	}
-	if c.leg.Negotiated.DTMFPayloadType == 0 {
+	if c.dlg.Media().DTMFPayloadType == 0 {
 		return fmt.Errorf("%w: the caller did not offer telephone-event (RFC 4733)", ErrConflict)
 	}
 	if !c.goControl(func() {

@@ -38,8 +38,8 @@ func controlCall(t *testing.T) (*Controller, *Call, *media.Stream) {
 	}
 	stream, peer := rtptest.Pair(t, media.PCMU, 101)
 	ctx, cancel := context.WithCancel(context.Background())
-	c := &Call{ct: ct, ctx: ctx, cancel: cancel, log: ct.log, stream: stream,
-		leg:       &sip.Leg{Negotiated: sdp.Negotiated{DTMFPayloadType: 101}},
+	leg := &sip.Leg{Negotiated: sdp.Negotiated{DTMFPayloadType: 101}}
+	c := &Call{ct: ct, ctx: ctx, cancel: cancel, log: ct.log, stream: stream, leg: leg, dlg: leg,
 		digits:    make(chan rune, 64),
 		variables: map[string]string{}, rec: store.Call{Direction: store.DirectionIncoming, Status: store.StatusProgressing}}
 	if err := db.CreateCall(ctx, &c.rec); err != nil {

@@ -127,6 +127,7 @@ type transcribeLane struct {
 type tappedPacket struct {
 	at      time.Time
 	ts      uint32
+	codec   media.Codec
 	payload []byte
 }
 
@@ -242,15 +243,16 @@ func (c *Call) stopTranscription(ctx context.Context) error {
 }
 
 // transcribeTap wraps the call's capture tap (next) for the time a
-// transcription runs (startTranscription installs it): it copies the audio
-// of RTP packets sent from local (out) and received from remoteIP (in) to
-// their lanes. It never blocks the media path.
-func (c *Call) transcribeTap(conn *net.UDPConn, remoteIP netip.Addr, codec media.Codec, next media.Tap) media.Tap {
+// transcription runs (startTranscription installs it on c.stream): it
+// copies the audio of RTP packets sent from local (out) and received from
+// the stream's peer (in) to their lanes, in the codec in force: a
+// re-INVITE or NAT learning may change both after the answer. It never
+// blocks the media path.
+func (c *Call) transcribeTap(conn *net.UDPConn, next media.Tap) media.Tap {
 	var local netip.AddrPort
 	if la, ok := conn.LocalAddr().(*net.UDPAddr); ok {
 		local = la.AddrPort()
 	}
-	remoteIP = remoteIP.Unmap()
 	return func(at time.Time, src, dst netip.AddrPort, b []byte) {
 		if next != nil {
 			next(at, src, dst, b)
@@ -264,11 +266,13 @@ func (c *Call) transcribeTap(conn *net.UDPConn, remoteIP netip.Addr, codec media
 			return
 		default:
 		}
+		// Installed only once the stream exists (SetTap after answer).
+		st := c.stream
 		var dir string
 		switch {
 		case src == local:
 			dir = TranscribeOut
-		case dst == local && src.Addr().Unmap() == remoteIP:
+		case dst == local && src.Addr().Unmap() == st.Remote().Addr():
 			dir = TranscribeIn
 		default:
 			return // RTCP, or a stray source the stream drops too
@@ -277,6 +281,7 @@ func (c *Call) transcribeTap(conn *net.UDPConn, remoteIP netip.Addr, codec media
 		if l == nil {
 			return
 		}
+		codec := st.Codec()
 		var h rtp.Header
 		n, err := h.Unmarshal(b)
 		if err != nil || h.PayloadType != codec.PayloadType || n > len(b) {
@@ -287,7 +292,7 @@ func (c *Call) transcribeTap(conn *net.UDPConn, remoteIP netip.Addr, codec media
 			end -= int(b[end-1])
 		}
 		select {
-		case l.packets <- tappedPacket{at: at, ts: h.Timestamp, payload: slices.Clone(b[n:end])}:
+		case l.packets <- tappedPacket{at: at, ts: h.Timestamp, codec: codec, payload: slices.Clone(b[n:end])}:
 		default:
 			l.dropped.Add(1)
 		}
@@ -299,7 +304,6 @@ func (c *Call) transcribeTap(conn *net.UDPConn, remoteIP netip.Addr, codec media
 // recognizer's finals into transcript turns timed by the VAD.
 func (t *transcriber) runLane(l *transcribeLane) {
 	c := t.c
-	codec := c.streamCodec()
 	det := vad.New(vad.Config{Hangover: transcribeEndpoint})
 	var (
 		origin      time.Time // wall time of the timeline's start
@@ -385,7 +389,7 @@ func (t *transcriber) runLane(l *transcribeLane) {
 				// A jump (a new source, a long hold): keep wall times right.
 				origin = p.at.Add(-samplesDuration(samples + len(pcm)))
 			}
-			pcm = codec.Decode(pcm, p.payload)
+			pcm = p.codec.Decode(pcm, p.payload)
 			lastTS = p.ts + uint32(len(p.payload))
 			for len(pcm) >= media.FrameSamples {
 				feed(pcm[:media.FrameSamples:media.FrameSamples])
@@ -440,17 +444,6 @@ func (t *transcriber) putTurn(role, text string, start, end time.Time) {
 	defer cancel()
 	t.c.putTurn(ctx, turn)
 	t.c.publish(EventTranscriptFinal, turn)
-}
-
-// streamCodec is the codec the call negotiated (PCMU if it cannot be
-// named, which answer would have refused already).
-func (c *Call) streamCodec() media.Codec {
-	n := c.leg.Negotiated
-	codec, err := media.CodecByName(n.Codec.Name, n.Codec.PayloadType)
-	if err != nil {
-		return media.PCMU
-	}
-	return codec
 }
 
 func samplesDuration(n int) time.Duration {

@@ -108,23 +108,30 @@ func TestReinviteMovesMediaEndToEnd(t *testing.T) {
 // stream running there, toward the server's media.
 func moveMedia(t *testing.T, phone *siptest.Phone, call *siptest.Call) *media.Stream {
 	t.Helper()
+	return moveMediaTo(t, phone, call, sdp.PCMU)
+}
+
+// moveMediaTo is moveMedia offering only codec.
+func moveMediaTo(t *testing.T, phone *siptest.Phone, call *siptest.Call, codec sdp.Codec) *media.Stream {
+	t.Helper()
 	conn, err := phone.ListenRTP()
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	r, err := call.Reinvite(ctx, siptest.ReinviteOptions{Port: conn.LocalAddr().(*net.UDPAddr).Port})
+	r, err := call.Reinvite(ctx, siptest.ReinviteOptions{Port: conn.LocalAddr().(*net.UDPAddr).Port, Codecs: []sdp.Codec{codec}})
 	if err != nil {
 		conn.Close()
 		t.Fatal(err)
 	}
-	if r.Code != 200 || r.Media.Codec != sdp.PCMU {
+	mc, merr := media.CodecByName(r.Media.Codec.Name, r.Media.Codec.PayloadType)
+	if r.Code != 200 || r.Media.Codec != codec || merr != nil {
 		conn.Close()
 		t.Fatalf("re-INVITE: %d, codec %+v", r.Code, r.Media.Codec)
 	}
 	moved, err := media.NewStream(media.StreamConfig{Conn: conn, Remote: net.UDPAddrFromAddrPort(r.Media.RemoteAddr),
-		Codec: media.PCMU, DTMFPayloadType: r.Media.DTMFPayloadType})
+		Codec: mc, DTMFPayloadType: r.Media.DTMFPayloadType})
 	if err != nil {
 		conn.Close()
 		t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 	"github.com/voxbridge/voxbridge/agent/fake"
 	"github.com/voxbridge/voxbridge/flow"
 	"github.com/voxbridge/voxbridge/media"
+	"github.com/voxbridge/voxbridge/sip/sdp"
 	"github.com/voxbridge/voxbridge/store"
 )
 
@@ -240,5 +241,33 @@ func TestTranscribeUntilHangup(t *testing.T) {
 	})
 	if len(turns) != 1 || turns[0].Role != agent.RoleUser || turns[0].Text != "the caller said this" {
 		t.Errorf("transcript %+v", turns)
+	}
+}
+
+// A transcription follows the media in force: after the phone moves its
+// media to another port and switches to PCMA by re-INVITE, its speech from
+// there is still transcribed.
+func TestTranscribeFollowsReinvite(t *testing.T) {
+	agents := scribeAgents(t, "said after the move")
+	f := mustFlow(t, `{"id":"scribe","actions":[{"type":"answer"},
+	  {"type":"transcribe_start","option":{"agent_id":"scribe","direction":"in"}},
+	  {"type":"beep","option":{"frequency_hz":1400,"duration_ms":300}},
+	  {"type":"sleep","option":{"duration_ms":60000}}]}`)
+	inst, _ := testServerWith(t, instanceOptions{flow: f, agents: agents}, nil)
+	call := dialTest(t, inst)
+	hears(t, "the caller (the beep)", call, 1400)
+	id := answeredCallID(t, inst)
+	moved := moveMediaTo(t, testPhone(t), call, sdp.PCMA)
+	<-moved.Enqueue(oneUtterance(t))
+	var turns []store.TranscriptTurn
+	waitFor(t, "the stored turn", 20*time.Second, func() bool {
+		turns, _ = inst.db.ListTranscript(bctx(t), id)
+		return len(turns) >= 1
+	})
+	if len(turns) != 1 || turns[0].Role != agent.RoleUser || turns[0].Text != "said after the move" {
+		t.Errorf("transcript %+v", turns)
+	}
+	if err := call.Hangup(bctx(t)); err != nil {
+		t.Fatal(err)
 	}
 }
