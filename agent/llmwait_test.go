@@ -48,8 +48,14 @@ func TestSlowFirstTokenSaysFillerOnce(t *testing.T) {
 	h.waitListening()
 	res := h.hangup()
 
-	if got := kindsOf(res.Transcript); got != "greeting,speech,reply,filler" {
-		t.Errorf("turn kinds %s, want greeting,speech,reply,filler (one filler)", got)
+	// In the order heard: the filler, then the answer.
+	if got := kindsOf(res.Transcript); got != "greeting,speech,filler,reply" {
+		t.Errorf("turn kinds %s, want greeting,speech,filler,reply (one filler, before the reply)", got)
+	}
+	for i, tt := range res.Transcript {
+		if tt.Index != i {
+			t.Errorf("turn %d has index %d", i, tt.Index)
+		}
 	}
 	out, _ := h.call.Outbound()
 	filler, answer := toneStart(out, "One"), toneStart(out, "eight.")
@@ -58,6 +64,12 @@ func TestSlowFirstTokenSaysFillerOnce(t *testing.T) {
 	}
 	if len(res.Latency) != 1 {
 		t.Fatalf("latency rows %+v", res.Latency)
+	}
+	if l := res.Latency[0]; l.Turn != 3 || res.Transcript[3].Kind != agent.KindReply {
+		t.Errorf("the latency row is for turn %d; want the reply's, 3", l.Turn)
+	}
+	if f, r := res.Transcript[2], res.Transcript[3]; f.Start.IsZero() || !f.Start.Before(r.Start) {
+		t.Errorf("filler heard from %v, reply from %v: want the filler first", f.Start, r.Start)
 	}
 	if l := res.Latency[0]; l.FirstPacket.Before(l.LLMFirstText) {
 		t.Errorf("the turn's first packet %v is before the model's first token %v: the filler was measured", l.FirstPacket, l.LLMFirstText)
@@ -88,7 +100,7 @@ func TestHangingLLMDeadAirIsBounded(t *testing.T) {
 	if n := len(h.llm.Requests()); n != 2 {
 		t.Errorf("%d LLM requests, want 2", n)
 	}
-	if got := kindsOf(res.Transcript); got != "greeting,speech,reply,filler,apology,goodbye" {
+	if got := kindsOf(res.Transcript); got != "greeting,speech,filler,reply,apology,goodbye" {
 		t.Errorf("turn kinds %s", got)
 	}
 	out, tick0 := h.call.Outbound()

@@ -763,8 +763,30 @@ func (s *Session) onFillerDue(r *replyTurn) {
 	if i := slices.Index(s.playing, rd.sp); i >= 0 && rd.sp.enq == 0 && len(rd.sp.chunks) == 0 {
 		s.playing = slices.Delete(s.playing, len(s.playing)-1, len(s.playing))
 		s.playing = slices.Insert(s.playing, i, sp)
+		s.fillerFirst(r, sp)
 	}
 	s.pump()
+}
+
+// fillerFirst gives the filler sp, heard before reply r, r's place in the
+// transcript: the reply's turn was opened first but nothing of it is final
+// or heard yet, so only the two indices swap.
+func (s *Session) fillerFirst(r *replyTurn, sp *speech) {
+	old, ft := r.turn, sp.turn
+	if old < 0 || ft != old+1 {
+		return // something came between them: leave the order as it is
+	}
+	s.turns[old], s.turns[ft] = s.turns[ft], s.turns[old]
+	s.turns[old].Index, s.turns[ft].Index = old, ft
+	sp.turn, r.turn = old, ft
+	for _, p := range s.playing {
+		if p != sp && p.turn == old {
+			p.turn = ft // the reply's speeches
+		}
+	}
+	if rd := r.cur; rd != nil && rd.sp != nil && rd.sp.turn == old {
+		rd.sp.turn = ft
+	}
 }
 
 // nextFiller is the next of the operator's filler phrases, or
