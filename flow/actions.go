@@ -38,7 +38,6 @@ var actionTypes = map[string]func(raw json.RawMessage) (step, error){
 	"condition_datetime": define(compileConditionDatetime),
 	"variable_set":       define(compileVariableSet),
 	"webhook_send":       define(compileWebhookSend),
-	"media_stream":       define(compileMediaStream),
 }
 
 // fetch_flow compiles flows itself (and ai_talk and the other bridging

@@ -83,7 +83,9 @@ type MediaError struct {
 	Message string `json:"message"`
 }
 
-// MediaTransfer asks voxbridge to transfer the call.
+// MediaTransfer asks voxbridge to transfer the call (blind) to a number,
+// an extension or a sip: URI. The stream ends first (stop, reason
+// transfer_requested).
 type MediaTransfer struct {
 	To string `json:"to"`
 }
@@ -125,8 +127,9 @@ func (o *MediaStreamOptions) normalize() error {
 
 // mediaEnd says why a media stream session ended.
 type mediaEnd struct {
-	reason string // "closed", "hangup_requested", "slow_consumer", "call_ended", "error"
-	err    error
+	reason     string // "closed", "hangup_requested", "transfer_requested", "slow_consumer", "call_ended", "error"
+	err        error
+	transferTo string // with transfer_requested
 }
 
 // runMediaStream carries the call's audio over ws until either side ends
@@ -245,8 +248,8 @@ func (c *Call) runMediaStream(ctx context.Context, ws *websocket.Conn, opt Media
 				send(mediaErr("bad message: " + err.Error()))
 				continue
 			}
-			if stop := c.handleMediaMessage(ctx, m, opt, codec, send); stop != "" {
-				finish(mediaEnd{reason: stop})
+			if e := c.handleMediaMessage(ctx, m, opt, codec, send); e.reason != "" {
+				finish(e)
 				return
 			}
 		}
@@ -309,25 +312,25 @@ func mediaErr(msg string) MediaMessage {
 	return MediaMessage{Event: "error", Error: &MediaError{Message: msg}}
 }
 
-// handleMediaMessage applies one message from the application; a non-empty
-// result ends the stream with that reason.
-func (c *Call) handleMediaMessage(ctx context.Context, m MediaMessage, opt MediaStreamOptions, codec media.Codec, send func(MediaMessage)) string {
+// handleMediaMessage applies one message from the application; a result
+// with a reason ends the stream.
+func (c *Call) handleMediaMessage(ctx context.Context, m MediaMessage, opt MediaStreamOptions, codec media.Codec, send func(MediaMessage)) mediaEnd {
 	switch m.Event {
 	case "media":
 		if m.Media == nil {
 			send(mediaErr("media: missing media object"))
-			return ""
+			return mediaEnd{}
 		}
 		b, err := base64.StdEncoding.DecodeString(m.Media.Payload)
 		if err != nil {
 			send(mediaErr("media: payload is not base64"))
-			return ""
+			return mediaEnd{}
 		}
 		c.playIncoming(decodeAudio(opt.Encoding, codec, b), opt)
 	case "mark":
 		if m.Mark == nil || m.Mark.Name == "" {
 			send(mediaErr("mark: name required"))
-			return ""
+			return mediaEnd{}
 		}
 		// An empty chunk's channel closes when everything queued before
 		// it has been sent: exactly when the mark is reached. A flush
@@ -348,12 +351,12 @@ func (c *Call) handleMediaMessage(ctx context.Context, m MediaMessage, opt Media
 	case "dtmf":
 		if m.DTMF == nil {
 			send(mediaErr("dtmf: missing dtmf object"))
-			return ""
+			return mediaEnd{}
 		}
 		digits := strings.ToUpper(m.DTMF.Digits + m.DTMF.Digit)
 		if err := checkDigits(digits); err != nil || digits == "" {
 			send(mediaErr(fmt.Sprintf("dtmf: bad digits %q", digits)))
-			return ""
+			return mediaEnd{}
 		}
 		c.wg.Add(1)
 		go func() {
@@ -362,14 +365,25 @@ func (c *Call) handleMediaMessage(ctx context.Context, m MediaMessage, opt Media
 				send(mediaErr("dtmf: " + err.Error()))
 			}
 		}()
+	case "transfer":
+		if m.Transfer == nil {
+			send(mediaErr("transfer: missing transfer object"))
+			break
+		}
+		to := strings.TrimSpace(m.Transfer.To)
+		if err := checkTransferTo(to); err != nil {
+			send(mediaErr("transfer: to: " + err.Error()))
+			break
+		}
+		return mediaEnd{reason: "transfer_requested", transferTo: to}
 	case "hangup":
-		return "hangup_requested"
+		return mediaEnd{reason: "hangup_requested"}
 	case "stop":
-		return "closed"
+		return mediaEnd{reason: "closed"}
 	default:
 		send(mediaErr(fmt.Sprintf("unknown event %q", m.Event)))
 	}
-	return ""
+	return mediaEnd{}
 }
 
 // playIncoming queues the application's audio, within bounds.
@@ -415,6 +429,8 @@ type MediaStreamOption struct {
 	// FallbackTargetID runs when the application cannot be reached.
 	FallbackTargetID string `json:"fallback_target_id,omitempty"`
 }
+
+func init() { actionTypes["media_stream"] = define(compileMediaStream) }
 
 func compileMediaStream(o *MediaStreamOption) (step, error) {
 	if !strings.Contains(o.URL, "${") {
@@ -471,6 +487,15 @@ func compileMediaStream(o *MediaStreamOption) (step, error) {
 				return "", err
 			}
 			return "", errStop
+		case "transfer_requested":
+			// As the transfer action does: bridged when it answers (the
+			// flow ends with the bridge), else the flow goes on with
+			// ${transfer.result}.
+			st, err := compileTransfer(&TransferOption{Destination: r.c.destinationOf(ctx, end.transferTo)})
+			if err != nil {
+				return "", fmt.Errorf("media_stream: transfer: %w", err)
+			}
+			return st.exec(ctx, r)
 		case "slow_consumer":
 			r.c.warn("media_stream: application too slow; disconnected")
 		}
@@ -513,8 +538,14 @@ func (ct *Controller) AttachMediaStream(ctx context.Context, callID string, ws *
 	c.setVar("media_stream.attached_end", end.reason)
 	vars := c.vars() // outside update: it holds c.mu
 	c.update(func(r *store.Call) { r.Variables = vars })
-	if end.reason == "hangup_requested" {
+	switch end.reason {
+	case "hangup_requested":
 		c.stop(store.ReasonNormal)
+	case "transfer_requested":
+		// As the API's transfer action: rings while the flow goes on.
+		if err := c.apiTransfer(CallAction{Action: ActionTransfer, To: end.transferTo}); err != nil {
+			c.warn("media stream transfer: " + err.Error())
+		}
 	}
 	return nil
 }

@@ -16,7 +16,9 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/voxbridge/voxbridge/flow"
 	"github.com/voxbridge/voxbridge/media"
+	"github.com/voxbridge/voxbridge/sip/siptest"
 	"github.com/voxbridge/voxbridge/store"
 )
 
@@ -106,13 +108,7 @@ func TestMediaStreamClearAndBadMessages(t *testing.T) {
 		events []string
 	}
 	var got result
-	up := websocket.Upgrader{}
-	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ws, err := up.Upgrade(w, r, nil)
-		if err != nil {
-			return
-		}
-		defer ws.Close()
+	wsURL := mediaApp(t, func(ws *websocket.Conn) {
 		var m struct {
 			Event string `json:"event"`
 			Mark  *struct {
@@ -121,9 +117,6 @@ func TestMediaStreamClearAndBadMessages(t *testing.T) {
 			Error *struct {
 				Message string `json:"message"`
 			} `json:"error"`
-		}
-		if ws.ReadJSON(&m) != nil || m.Event != "start" {
-			return
 		}
 		tone := media.PCMU.Encode(nil, media.Tone(700, 5*time.Second, 0.4))
 		ws.WriteJSON(map[string]any{"event": "media", "media": map[string]string{"payload": base64.StdEncoding.EncodeToString(tone)}})
@@ -147,9 +140,7 @@ func TestMediaStreamClearAndBadMessages(t *testing.T) {
 			}
 			got.mu.Unlock()
 		}
-	}))
-	t.Cleanup(app.Close)
-	wsURL := "ws" + strings.TrimPrefix(app.URL, "http")
+	})
 	f := mustFlow(t, `{"id":"clear","actions":[
 	  {"type":"answer"},
 	  {"type":"media_stream","option":{"url":"`+wsURL+`"}},
@@ -304,4 +295,141 @@ func answeredCallID(t *testing.T, inst *instance) string {
 		return len(list.Result) == 1 && list.Result[0].Status == string(store.StatusProgressing)
 	})
 	return list.Result[0].ID
+}
+
+// An application hands its caller to extension 1002 with a transfer
+// message: a transfer without a target is answered with an error and the
+// stream goes on; a good one ends the stream (stop, transfer_requested),
+// 1002 rings and answers, and the caller and 1002 hear each other.
+func TestMediaStreamTransfer(t *testing.T) {
+	var (
+		mu     sync.Mutex
+		events []string
+	)
+	wsURL := mediaApp(t, func(ws *websocket.Conn) {
+		var m struct {
+			Event string `json:"event"`
+			Error *struct {
+				Message string `json:"message"`
+			} `json:"error"`
+			Stop *struct {
+				Reason string `json:"reason"`
+			} `json:"stop"`
+		}
+		ws.WriteJSON(map[string]any{"event": "transfer", "transfer": map[string]string{"to": " "}})
+		for {
+			m.Error, m.Stop = nil, nil
+			if err := ws.ReadJSON(&m); err != nil {
+				return
+			}
+			mu.Lock()
+			switch m.Event {
+			case "error":
+				events = append(events, "error:"+m.Error.Message)
+				ws.WriteJSON(map[string]any{"event": "transfer", "transfer": map[string]string{"to": "1002"}})
+			case "stop":
+				events = append(events, "stop:"+m.Stop.Reason)
+			}
+			mu.Unlock()
+		}
+	})
+	inst := bridgeServer(t, mustFlow(t, `{"id":"byo","actions":[{"type":"answer"},
+	  {"type":"media_stream","option":{"url":"`+wsURL+`"}},
+	  {"type":"hangup"}]}`))
+	b := registeredPhone(t, inst, "1002", siptest.AnswerPlan{ToneHz: toneCallee})
+	call, err := testPhone(t).Dial(bctx(t), target(inst, "echo"), siptest.DialOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(call.Close)
+	call.Play(media.Tone(toneCaller, 30*time.Second, 0.5))
+	bc := answeredCall(t, b)
+	hears(t, "the caller", call, toneCallee)
+	hears(t, "extension 1002", bc, toneCaller)
+	mu.Lock()
+	got := strings.Join(events, "\n")
+	mu.Unlock()
+	if !strings.HasPrefix(got, "error:transfer: to: required") || !strings.Contains(got, "stop:transfer_requested") {
+		t.Errorf("the application saw:\n%s\nwant an error for the empty target, then stop with transfer_requested", got)
+	}
+	if err := bc.Hangup(bctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	waitDone(t, call)
+	rec := callRecord(t, inst, call.CallID())
+	if v := rec.Variables; v["media_stream.end"] != "transfer_requested" || v[flow.VarTransferResult] != "answered" {
+		t.Errorf("variables %v", v)
+	}
+}
+
+// A client attached through the API transfers the call as the API's
+// transfer action does: the stream stops, 1002 rings while the flow goes
+// on, and the caller is bridged to it when it answers.
+func TestAttachedMediaTransfer(t *testing.T) {
+	inst := bridgeServer(t, mustFlow(t, `{"id":"park","actions":[{"type":"answer"},{"type":"sleep","option":{"duration_ms":30000}},{"type":"hangup"}]}`))
+	b := registeredPhone(t, inst, "1002", siptest.AnswerPlan{ToneHz: toneCallee})
+	call, err := testPhone(t).Dial(bctx(t), target(inst, "echo"), siptest.DialOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(call.Close)
+	call.Play(media.Tone(toneCaller, 30*time.Second, 0.5))
+	id := answeredCallID(t, inst)
+	ws, _, err := websocket.DefaultDialer.Dial("ws://"+inst.HTTP.String()+"/v1/calls/"+id+"/media?api_key="+testAPIKey, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	if err := ws.WriteJSON(map[string]any{"event": "transfer", "transfer": map[string]string{"to": "1002"}}); err != nil {
+		t.Fatal(err)
+	}
+	ws.SetReadDeadline(time.Now().Add(15 * time.Second))
+	for {
+		var m struct {
+			Event string `json:"event"`
+			Stop  *struct {
+				Reason string `json:"reason"`
+			} `json:"stop"`
+		}
+		if err := ws.ReadJSON(&m); err != nil {
+			t.Fatalf("no stop message: %v", err)
+		}
+		if m.Event == "stop" {
+			if m.Stop.Reason != "transfer_requested" {
+				t.Fatalf("stop reason %q", m.Stop.Reason)
+			}
+			break
+		}
+	}
+	bc := answeredCall(t, b)
+	hears(t, "the caller", call, toneCallee)
+	hears(t, "extension 1002", bc, toneCaller)
+	if err := call.Hangup(bctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	waitDone(t, bc)
+}
+
+// mediaApp is an application's websocket endpoint for media_stream: it
+// accepts the connection, reads the start message and hands the socket to
+// run. It returns the ws:// URL.
+func mediaApp(t *testing.T, run func(ws *websocket.Conn)) string {
+	t.Helper()
+	up := websocket.Upgrader{}
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer ws.Close()
+		var m struct {
+			Event string `json:"event"`
+		}
+		if ws.ReadJSON(&m) != nil || m.Event != "start" {
+			return
+		}
+		run(ws)
+	}))
+	t.Cleanup(app.Close)
+	return "ws" + strings.TrimPrefix(app.URL, "http")
 }
