@@ -34,13 +34,24 @@ type streamClock struct {
 	sent    int64
 	next    time.Time // when the stream is next due
 	index   int       // in the shard's heap
+	shard   *clockShard
+	polled  time.Time // when the RTCP socket was last polled (rtcppoll_linux.go)
 }
+
+// rtcpPollInterval is how often a clock reads a stream's RTCP socket when
+// no goroutine waits on it: reports come every few seconds, and their
+// arrival times are the kernel's, so this only delays their bookkeeping.
+const rtcpPollInterval = 100 * time.Millisecond
 
 type clockShard struct {
 	mu      sync.Mutex
 	pending []*Stream // added, not yet in the heap
 	running bool
 	wake    chan struct{} // cap 1: new streams
+
+	// Scratch space for polling RTCP sockets, used by run only.
+	rtcpBuf [readBufSize]byte
+	rtcpOOB [64]byte
 }
 
 var (
@@ -58,7 +69,7 @@ func (s *Stream) startClock(ctx context.Context, readers []chan struct{}) {
 		}
 	})
 	c := shards[int(nextShard.Add(1))%len(shards)]
-	s.clk = streamClock{done: ctx.Done(), readers: readers, start: time.Now()}
+	s.clk = streamClock{done: ctx.Done(), readers: readers, start: time.Now(), shard: c}
 	s.clk.next = s.clk.start
 	s.scheduleRTCP(s.clk.start)
 	c.mu.Lock()
@@ -157,6 +168,10 @@ func (s *Stream) clockStep(now time.Time) {
 	k.next = k.start.Add(time.Duration(k.sent) * FrameDuration)
 	s.tx.nextAt = k.next
 	s.maybeSendRTCP(now)
+	if s.rtcpRaw != nil && now.Sub(k.polled) >= rtcpPollInterval {
+		k.polled = now
+		s.pollRTCP(k.shard.rtcpBuf[:], k.shard.rtcpOOB[:])
+	}
 }
 
 // clockHeap orders streams by next due time.

@@ -39,9 +39,16 @@ const (
 	forceDropSamples = 640 // 80 ms
 	quietRMS         = 256
 
-	maxRecords    = 64              // packets waiting for playout: 51 of 10 ms fill the default ring
-	staleSSRC     = 2 * time.Second // a source we switched away from is ignored this long
-	maxDTMFDigits = 1024            // digits kept in ReceiveStats.DTMF
+	maxRecords  = 64 // packets waiting for playout: 51 of 10 ms fill the default ring
+	initRecords = 16 // what a 20-60 ms buffer of 20 ms packets needs; grows to maxRecords
+
+	// initRingSamples is the ring a Receiver starts with (128 ms, 2 KB):
+	// enough for the default 20-60 ms of delay with 20 ms packets. It
+	// doubles, up to the size MaxDelay calls for, when a packet needs
+	// more, so only streams with real jitter pay for 200 ms of buffer.
+	initRingSamples = 1024
+	staleSSRC       = 2 * time.Second // a source we switched away from is ignored this long
+	maxDTMFDigits   = 1024            // digits kept in ReceiveStats.DTMF
 )
 
 // Errors returned by Receiver.Push for datagrams it refuses. They are
@@ -180,9 +187,10 @@ type Receiver struct {
 	dtmfDigits  []byte
 
 	// The timeline buffer.
-	ring       []int16
+	ring       []int16  // grows (grow) from initRingSamples to ringMax, a power of two
 	have       []uint64 // one bit per ring sample: received and not yet played
 	mask       int64
+	ringMax    int64    // the ring's full size, which bounds what is accepted
 	recs       []record // sorted by start
 	haveMedia  bool
 	mediaSeen  atomic.Bool // haveMedia, for readers without the lock
@@ -216,8 +224,9 @@ type Receiver struct {
 	delayN                         uint64
 }
 
-// NewReceiver returns a Receiver. Its ring holds at least MaxDelay plus
-// 300 ms of audio, so early packets and long ptimes fit.
+// NewReceiver returns a Receiver. Its ring can hold at least MaxDelay plus
+// 300 ms of audio, so early packets and long ptimes fit; it starts smaller
+// and grows to that when the buffered audio needs it.
 func NewReceiver(cfg ReceiverConfig) *Receiver {
 	minD, maxD := cfg.MinDelay, cfg.MaxDelay
 	if minD <= 0 {
@@ -241,17 +250,46 @@ func NewReceiver(cfg ReceiverConfig) *Receiver {
 		onDTMF:   cfg.OnDTMF,
 		win:      newDelayWindow(delayWindowLen),
 		target:   int64(minD),
-		ring:     make([]int16, size),
-		have:     make([]uint64, (size+63)/64),
-		mask:     int64(size - 1),
-		recs:     make([]record, 0, maxRecords),
+		ringMax:  int64(size),
+		recs:     make([]record, 0, initRecords),
 		gridStep: FrameSamples,
 		noise:    0x9e3779b9,
 	}
+	r.setRing(make([]int16, min(size, initRingSamples)))
 	if !r.detect {
 		r.lastCodec, r.lastPT = cfg.Codec, cfg.Codec.PayloadType
 	}
 	return r
+}
+
+func (r *Receiver) setRing(ring []int16) {
+	r.ring = ring
+	r.have = make([]uint64, (len(ring)+63)/64)
+	r.mask = int64(len(ring) - 1)
+}
+
+// grow makes the ring hold at least span samples from playTS on (at most
+// ringMax), moving what is buffered to its place in the larger ring.
+// Everything buffered lies in [playTS, playTS+len(ring)), so that window
+// is all there is to move.
+func (r *Receiver) grow(span int64) {
+	if span <= int64(len(r.ring)) {
+		return
+	}
+	size := int64(len(r.ring))
+	for size < span && size < r.ringMax {
+		size <<= 1
+	}
+	old, oldHave, oldMask := r.ring, r.have, r.mask
+	r.setRing(make([]int16, size))
+	for pos := r.playTS; pos < r.playTS+int64(len(old)); pos++ {
+		i := pos & oldMask
+		if oldHave[i>>6]&(1<<(i&63)) != 0 {
+			j := pos & r.mask
+			r.ring[j] = old[i]
+			r.have[j>>6] |= 1 << (j & 63)
+		}
+	}
 }
 
 func (r *Receiver) clock(t time.Time) int64 {
@@ -307,7 +345,7 @@ func (r *Receiver) classify(pt uint8, n int) (pktKind, Codec, error) {
 
 // checkAudio refuses payloads too long for the ring to buffer.
 func (r *Receiver) checkAudio(c Codec, n int) (pktKind, Codec, error) {
-	if n > len(r.ring)/2 {
+	if int64(n) > r.ringMax/2 {
 		return 0, Codec{}, fmt.Errorf("%w: %d-sample payload", ErrBadRTP, n)
 	}
 	return kindAudio, c, nil
@@ -422,7 +460,8 @@ func (r *Receiver) push(b []byte, arrival time.Time) (DTMFEvent, bool, error) {
 		r.mediaSeen.Store(true)
 		r.playTS, r.minStart, r.maxEnd = start, start, end
 	}
-	if !r.outStarted && start < r.playTS && r.maxEnd-start <= int64(len(r.ring)) {
+	if !r.outStarted && start < r.playTS && r.maxEnd-start <= r.ringMax {
+		r.grow(r.maxEnd - start)
 		r.playTS = start // nothing played yet: start from the earliest packet
 	}
 	payload := p.Payload
@@ -435,10 +474,11 @@ func (r *Receiver) push(b []byte, arrival time.Time) (DTMFEvent, bool, error) {
 		payload = payload[r.playTS-start:]
 		start = r.playTS
 	}
-	if end > r.playTS+int64(len(r.ring)) {
+	if end > r.playTS+r.ringMax {
 		r.discarded++
 		return none, false, nil
 	}
+	r.grow(end - r.playTS)
 	if verdict == seqNew && r.pending > 0 {
 		// A newer packet ends an underrun: if nothing is missing before
 		// it, the sender was silent and nothing was lost.
@@ -589,7 +629,12 @@ func (r *Receiver) present(pos int64) bool {
 
 func (r *Receiver) insertRecord(rec record) {
 	if len(r.recs) == cap(r.recs) {
-		return // the audio is buffered; only its bookkeeping is lost
+		if cap(r.recs) >= maxRecords {
+			return // the audio is buffered; only its bookkeeping is lost
+		}
+		recs := make([]record, len(r.recs), min(2*cap(r.recs), maxRecords))
+		copy(recs, r.recs)
+		r.recs = recs
 	}
 	i := len(r.recs)
 	for i > 0 && r.recs[i-1].start > rec.start {

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/pion/rtp"
@@ -104,10 +105,12 @@ type counters struct {
 // jitter buffer, and a clock (shared with other streams, see clock.go)
 // that every 20 ms sends one packet from a playout queue and takes one
 // frame of playout for Frames. With RTCP configured it reports every few
-// seconds and says BYE when it stops.
+// seconds and says BYE when it stops; a separate RTCP socket is read by the
+// clock on Linux (rtcppoll_linux.go) and by a second reader elsewhere.
 type Stream struct {
 	conn         *net.UDPConn
-	rtcpConn     *net.UDPConn // nil: RTCP on conn (mux) or none
+	rtcpConn     *net.UDPConn    // nil: RTCP on conn (mux) or none
+	rtcpRaw      syscall.RawConn // rtcpConn, when its clock polls it instead of a reader goroutine
 	local        netip.AddrPort
 	remote       netip.AddrPort // unmapped, so it compares equal to what ReadFrom reports
 	remoteRTCP   netip.AddrPort // invalid: no RTCP
@@ -263,7 +266,7 @@ func (s *Stream) Start(ctx context.Context) {
 
 	readers := []chan struct{}{make(chan struct{})}
 	go s.readLoop(ctx, s.conn, false, readers[0])
-	if s.rtcpConn != nil {
+	if s.rtcpConn != nil && !s.initRTCPPoll() {
 		readers = append(readers, make(chan struct{}))
 		go s.readLoop(ctx, s.rtcpConn, true, readers[1])
 	}
@@ -273,6 +276,12 @@ func (s *Stream) Start(ctx context.Context) {
 // shutdown runs once, when the stream's context ends and its clock has let
 // go of it: it says BYE, and closing the sockets unblocks the readers.
 func (s *Stream) shutdown(readers []chan struct{}) {
+	if s.rtcpRaw != nil {
+		// What the peer reported since the clock's last poll (its BYE, say)
+		// still counts, as it would have with a reader goroutine.
+		buf, oob := make([]byte, readBufSize), make([]byte, 64)
+		s.pollRTCP(buf, oob)
+	}
 	if s.rtcpEnabled() {
 		s.sendRTCP(time.Now(), true)
 	}
