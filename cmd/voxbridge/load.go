@@ -179,7 +179,9 @@ func placeLoad(ctx context.Context, cfg loadConfig) (*loadReport, error) {
 		}
 		// Pace on an absolute schedule, like the media clock.
 		time.Sleep(time.Until(start.Add(time.Duration(i) * interval)))
-		var opt siptest.DialOptions
+		// RTCP on the RTP socket: with hundreds of phones in one process
+		// a port+1 RTCP would land on another call's socket.
+		opt := siptest.DialOptions{RTCPMux: true}
 		if len(cfg.Accounts) > 0 {
 			a := cfg.Accounts[i%len(cfg.Accounts)]
 			opt.Username, opt.Password = a.Username, a.Password

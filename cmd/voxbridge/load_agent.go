@@ -296,7 +296,7 @@ func placeAgentCalls(ctx context.Context, target string, cfg agentLoadConfig) ([
 		wg.Go(func() {
 			defer func() { <-sem }()
 			dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			call, err := phones[i%len(phones)].Dial(dctx, target, siptest.DialOptions{})
+			call, err := phones[i%len(phones)].Dial(dctx, target, siptest.DialOptions{RTCPMux: true})
 			cancel()
 			if err != nil {
 				results[i].err = err

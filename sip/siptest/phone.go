@@ -163,6 +163,10 @@ type DialOptions struct {
 	Username, Password string
 	// Headers are added to the INVITE as they are (e.g. Session-Expires).
 	Headers []sip.Header
+	// RTCPMux offers a=rtcp-mux (RFC 5761): RTCP shares the RTP socket, so
+	// the far end's RTCP never lands on whatever else owns our RTP port+1
+	// (many phones on one host, as in a load test).
+	RTCPMux bool
 }
 
 // DialError is a final non-2xx answer to our INVITE.
@@ -231,6 +235,7 @@ func (p *Phone) dial(ctx context.Context, uri string, opt DialOptions, early boo
 		Codecs:    codecs,
 		Ptime:     20,
 		UserAgent: "phone",
+		RTCPMux:   opt.RTCPMux,
 	}
 	if !opt.NoDTMF {
 		local.DTMFPayloadType = 101
@@ -320,6 +325,7 @@ func (c *Call) startStream(ctx context.Context, conn *net.UDPConn, n sdp.Negotia
 		Remote:          net.UDPAddrFromAddrPort(n.RemoteAddr),
 		Codec:           codec,
 		DTMFPayloadType: n.DTMFPayloadType,
+		RTCPMux:         n.RTCPMux, // both sides agreed to it
 	})
 	if err != nil {
 		return err
