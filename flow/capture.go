@@ -141,10 +141,21 @@ func (cs *captures) open(recordID, sipCallID string, log *slog.Logger) (*callCap
 	if err != nil {
 		return nil, fmt.Errorf("capture: %w", err)
 	}
-	cc := &callCapture{cs: cs, sipCallID: sipCallID, path: path, log: log, w: w,
+	cc := &callCapture{cs: cs, path: path, log: log, w: w,
 		q: make(chan capturedPacket, captureQueueLength), done: make(chan struct{})}
 	go cc.writeLoop()
+	cs.follow(cc, sipCallID)
+	return cc, nil
+}
+
+// follow adds the SIP of Call-ID sipCallID (the call's own dialog, or a
+// leg it placed) to cc, with what was seen of it so far.
+func (cs *captures) follow(cc *callCapture, sipCallID string) {
+	if sipCallID == "" {
+		return
+	}
 	cs.mu.Lock()
+	defer cs.mu.Unlock()
 	for _, p := range cs.pending[sipCallID] {
 		cc.enqueue(p)
 	}
@@ -155,24 +166,21 @@ func (cs *captures) open(recordID, sipCallID string, log *slog.Logger) (*callCap
 			break
 		}
 	}
-	if sipCallID != "" {
-		cs.live[sipCallID] = cc
-	}
-	cs.mu.Unlock()
-	return cc, nil
+	cs.live[sipCallID] = cc
+	cc.sipCallIDs = append(cc.sipCallIDs, sipCallID)
 }
 
 // callCapture is one call's pcap. Taps copy each datagram into a bounded
 // queue and never wait; one goroutine writes the queue to the file.
 type callCapture struct {
-	cs        *captures
-	sipCallID string
-	path      string
-	log       *slog.Logger
-	w         *pcap.Writer
-	q         chan capturedPacket
-	done      chan struct{}
-	dropped   atomic.Uint64
+	cs         *captures
+	sipCallIDs []string // followed (cs.mu)
+	path       string
+	log        *slog.Logger
+	w          *pcap.Writer
+	q          chan capturedPacket
+	done       chan struct{}
+	dropped    atomic.Uint64
 
 	mu     sync.Mutex // orders enqueues against close(q)
 	closed bool
@@ -230,8 +238,10 @@ func (cc *callCapture) writeLoop() {
 // close stops taking datagrams, writes what is queued and closes the file.
 func (cc *callCapture) close() {
 	cc.cs.mu.Lock()
-	if cc.cs.live[cc.sipCallID] == cc {
-		delete(cc.cs.live, cc.sipCallID)
+	for _, id := range cc.sipCallIDs {
+		if cc.cs.live[id] == cc {
+			delete(cc.cs.live, id)
+		}
 	}
 	cc.cs.mu.Unlock()
 	cc.mu.Lock()
@@ -266,6 +276,17 @@ func (c *Call) startCapture(remoteMedia netip.Addr) media.Tap {
 	}
 	c.capture = cc
 	return cc.tap(c.ct.mediaIPFor(remoteMedia))
+}
+
+// captureLeg adds b, a leg the call placed, to the call's capture: its SIP
+// (by its own Call-ID) and its media. Runner goroutine only.
+func (c *Call) captureLeg(b *bLeg) {
+	cc := c.capture
+	if cc == nil || b.stream == nil {
+		return
+	}
+	cc.cs.follow(cc, b.out.CallID)
+	b.stream.SetTap(cc.tap(c.ct.mediaIPFor(b.out.Media().RemoteAddr.Addr())))
 }
 
 // finishCapture closes the call's capture; the stream must be closed.

@@ -621,6 +621,7 @@ func (c *Call) bridge(ctx context.Context, b *bLeg, p connectPlan) error {
 	}
 	c.setVar(VarConnectCallID, b.rec.ID)
 	c.setVar(VarConnectResult, "answered")
+	c.captureLeg(b)
 	c.log.Info("connect: bridged", "b_call_id", b.rec.ID, "b_codec", b.out.Negotiated.Codec.Name)
 
 	a := c.stream
@@ -696,6 +697,9 @@ func (c *Call) bridge(ctx context.Context, b *bLeg, p connectPlan) error {
 			nb, stop := xfer.done(ctx, b, res)
 			if stop {
 				return errStop
+			}
+			if nb != nil {
+				c.captureLeg(nb)
 			}
 			if nb != nil && res.q.from == nil {
 				xfer.close()

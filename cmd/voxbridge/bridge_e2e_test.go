@@ -29,11 +29,20 @@ const (
 // 1004.
 func bridgeServer(t *testing.T, f *flow.Flow) *instance {
 	t.Helper()
+	return bridgeServerWith(t, f, nil)
+}
+
+// bridgeServerWith is bridgeServer with changes to its configuration.
+func bridgeServerWith(t *testing.T, f *flow.Flow, change func(*serveConfig)) *instance {
+	t.Helper()
 	cfg := defaultServeConfig()
 	cfg.SIPAnonymous = "echo,sales"
 	cfg.SIPAddr = "127.0.0.1:0"
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.DB = filepath.Join(t.TempDir(), "voxbridge.db")
+	if change != nil {
+		change(&cfg)
+	}
 	inst, err := startInstance(cfg, testLogger(t), instanceOptions{flow: f})
 	if err != nil {
 		t.Fatal(err)

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"encoding/json"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -13,6 +11,7 @@ import (
 	"github.com/pion/rtp"
 	"github.com/voxbridge/voxbridge/media"
 	"github.com/voxbridge/voxbridge/media/pcap"
+	"github.com/voxbridge/voxbridge/sip/siptest"
 )
 
 // TestCaptureDirEndToEnd: a call to `serve --capture-dir DIR` leaves
@@ -115,21 +114,12 @@ func TestCaptureDirEndToEnd(t *testing.T) {
 	}
 
 	// replay reads the file as a test case.
-	var out bytes.Buffer
-	if err := runReplay([]string{"--json", path}, &out); err != nil {
-		t.Fatalf("replay: %v\n%s", err, out.String())
-	}
-	var res struct {
-		Streams []replayStream `json:"streams"`
-	}
-	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
-		t.Fatalf("replay output: %v\n%s", err, out.String())
-	}
-	if len(res.Streams) != 2 {
-		t.Fatalf("replay found %d streams, want 2:\n%s", len(res.Streams), out.String())
+	streams := replayJSON(t, path)
+	if len(streams) != 2 {
+		t.Fatalf("replay found %d streams, want 2: %+v", len(streams), streams)
 	}
 	var sawCaller bool
-	for _, s := range res.Streams {
+	for _, s := range streams {
 		if s.Packets <= 100 {
 			t.Errorf("stream %#08x: %d packets, want > 100", s.SSRC, s.Packets)
 		}
@@ -143,7 +133,71 @@ func TestCaptureDirEndToEnd(t *testing.T) {
 		}
 	}
 	if !sawCaller {
-		t.Errorf("replay has no stream with the caller's SSRC %#08x:\n%s", callerSSRC, out.String())
+		t.Errorf("replay has no stream with the caller's SSRC %#08x: %+v", callerSSRC, streams)
 	}
-	t.Logf("capture %s: %d packets; replay: %s", filepath.Base(path), len(pkts), strings.Join(strings.Fields(out.String()), " "))
+	t.Logf("capture %s: %d packets; replay: %+v", filepath.Base(path), len(pkts), streams)
+}
+
+// A bridged call's capture holds its B leg too: 1001 calls 1002, and the
+// file has the SIP of both dialogs (INVITE, 200, BYE each) and four RTP
+// streams, which replay reads.
+func TestCaptureBridgedCall(t *testing.T) {
+	dir := t.TempDir()
+	inst := bridgeServerWith(t, nil, func(c *serveConfig) { c.CaptureDir = dir })
+	b := registeredPhone(t, inst, "1002", siptest.AnswerPlan{ToneHz: toneCallee})
+	a, err := dialAs(t, inst, "1001", "1002")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bc := answeredCall(t, b)
+	a.Play(media.Tone(toneCaller, 10*time.Second, 0.5))
+	hears(t, "the caller", a, toneCallee)
+	hears(t, "the callee", bc, toneCaller)
+	mark := bc.HeardLen()
+	waitFor(t, "three more seconds of the call", 20*time.Second, func() bool { return bc.HeardLen() >= mark+3*media.SampleRate })
+	if err := a.Hangup(bctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	waitDone(t, bc)
+	rec := callRecord(t, inst, a.CallID())
+	finalChained(t, inst, rec.ID, 1)
+	path := filepath.Join(dir, rec.ID+".pcap")
+	pkts, err := pcap.ReadFile(path)
+	if err != nil {
+		t.Fatalf("reading the capture: %v", err)
+	}
+	seen := map[string]bool{}
+	for _, p := range pkts {
+		msg := string(p.Payload)
+		if !strings.Contains(msg, "SIP/2.0") {
+			continue
+		}
+		for who, id := range map[string]string{"a": a.CallID(), "b": bc.CallID()} {
+			if !strings.Contains(msg, id) {
+				continue
+			}
+			cseq := regexp.MustCompile(`(?mi)^CSeq:\s*\d+\s+(\w+)`).FindStringSubmatch(msg)
+			switch {
+			case strings.HasPrefix(msg, "INVITE "), strings.HasPrefix(msg, "BYE "):
+				seen[who+":"+strings.Fields(msg)[0]] = true
+			case strings.HasPrefix(msg, "SIP/2.0 200") && cseq != nil:
+				seen[who+":200 "+cseq[1]] = true
+			}
+		}
+	}
+	for _, want := range []string{"a:INVITE", "a:200 INVITE", "a:BYE", "b:INVITE", "b:200 INVITE", "b:BYE"} {
+		if !seen[want] {
+			t.Errorf("no %s in the capture (saw %v)", want, seen)
+		}
+	}
+	streams := replayJSON(t, path)
+	busy := 0
+	for _, s := range streams {
+		if s.Packets > 100 {
+			busy++
+		}
+	}
+	if busy != 4 {
+		t.Errorf("replay found %d streams of over 100 packets, want 4 (each leg, each way): %+v", busy, streams)
+	}
 }
