@@ -33,6 +33,8 @@ type Call struct {
 
 	stream *media.Stream // set by answer; only the runner goroutine writes it
 	digits chan rune     // DTMF from RTP and SIP INFO, in order; type-ahead
+	// mediaUp is closed once the stream runs: watch then collects its DTMF.
+	mediaUp chan struct{}
 	// keyPressed is signalled after each digit queued, for prompts that a
 	// key may cut short.
 	keyPressed chan struct{}
@@ -88,6 +90,7 @@ func newInboundCall(ct *Controller, leg *sip.Leg) (*Call, error) {
 		ctx:        ctx,
 		cancel:     cancel,
 		digits:     make(chan rune, 64),
+		mediaUp:    make(chan struct{}),
 		keyPressed: make(chan struct{}, 1),
 		rec: store.Call{
 			SIPCallID:   leg.CallID,
@@ -162,18 +165,8 @@ func (c *Call) run(p *program) {
 		c.update(func(r *store.Call) { r.TMRinging = now() })
 		c.publish(EventCallRinging, nil)
 	}
-	// The caller hanging up (or cancelling) ends everything the call runs.
 	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		select {
-		case <-c.dlg.Done():
-			if !c.callerKept.left() {
-				c.cancel()
-			}
-		case <-c.ctx.Done():
-		}
-	}()
+	go c.watch()
 
 	c.update(func(r *store.Call) { r.FlowID = p.flow.ID })
 	rn := &run{c: c, loops: map[loopKey]int{}}
@@ -350,8 +343,9 @@ func (c *Call) answer(ctx context.Context) error {
 	c.stream = stream
 	c.watchMediaChanges()
 	stream.Start(c.ctx)
-	c.wg.Add(1)
-	go c.collectDTMF()
+	if c.mediaUp != nil {
+		close(c.mediaUp) // watch collects the stream's DTMF from now on
+	}
 
 	port := conn.LocalAddr().(*net.UDPAddr).Port
 	if c.earlyOnly && c.orig == nil {
@@ -383,18 +377,33 @@ func (c *Call) markAnswered(codec string, port int) {
 	c.log.Info("call answered", "codec", codec, "remote_media", n.RemoteAddr.String(), "local_port", port, "dtmf_pt", n.DTMFPayloadType)
 }
 
-// collectDTMF merges RFC 4733 and SIP INFO digits into the call's digit
-// queue and its record.
-func (c *Call) collectDTMF() {
+// watch is the call's one goroutine beside the runner: the caller hanging
+// up (or cancelling) ends everything the call runs, and once the stream
+// runs it merges RFC 4733 and SIP INFO digits into the call's digit queue
+// and its record. One goroutine for both, as every call pays for its stack.
+func (c *Call) watch() {
 	defer c.wg.Done()
-	rtp := c.stream.DTMF()
-	info := c.dlg.InfoDTMF()
+	up, dlgDone := c.mediaUp, c.dlg.Done()
+	var (
+		rtp  <-chan media.DTMFEvent
+		info <-chan rune
+	)
 	for {
 		var d rune
 		select {
+		case <-dlgDone:
+			if !c.callerKept.left() {
+				c.cancel()
+			}
+			return // no keys from a caller who left
+		case <-up:
+			up = nil
+			rtp, info = c.stream.DTMF(), c.dlg.InfoDTMF()
+			continue
 		case ev, ok := <-rtp:
 			if !ok {
-				return
+				rtp = nil
+				continue
 			}
 			d = ev.Digit
 		case d = <-info:

@@ -330,6 +330,7 @@ func newOutboundCall(ct *Controller, o *origination) (*Call, error) {
 		ctx:        ctx,
 		cancel:     cancel,
 		digits:     make(chan rune, 64),
+		mediaUp:    make(chan struct{}),
 		keyPressed: make(chan struct{}, 1),
 		rec: store.Call{
 			Direction:   store.DirectionOutgoing,
