@@ -985,6 +985,28 @@ func (s *Server) knownAfterSuccess(h func(*sip.Request, sip.ServerTransaction)) 
 	}
 }
 
+// knowRegisteredSources makes the sources of the stored, unexpired
+// registrations known for SilentUnknown before the first request is read:
+// after a restart, a registered phone's calls are not dropped until it
+// registers again.
+func (s *Server) knowRegisteredSources(ctx context.Context) {
+	if !s.protect.cfg.SilentUnknown || s.store == nil {
+		return
+	}
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	rs, err := s.store.ListAllRegistrations(sctx)
+	if err != nil {
+		s.log.Warn("silent-unknown: stored registrations not read; their phones are known again when they register", "err", err)
+		return
+	}
+	for _, r := range rs {
+		if ap, err := netip.ParseAddrPort(r.SourceAddr); err == nil {
+			s.protect.markKnown(ap.Addr().Unmap())
+		}
+	}
+}
+
 func (s *Server) markKnownSource(req *sip.Request) {
 	if ap, err := netip.ParseAddrPort(req.Source()); err == nil {
 		s.protect.markKnown(ap.Addr().Unmap())

@@ -191,6 +191,38 @@ func TestSilentUnknown(t *testing.T) {
 	}
 }
 
+// A restart does not forget who registered: a phone registered with the
+// first server is served by the next one on the same database without
+// registering again, while a scanner is still not answered.
+func TestSilentUnknownKnowsStoredRegistrations(t *testing.T) {
+	db := newStore(t)
+	addExtension(t, db, "1001", "alice", "alice-secret-1", false)
+	cfg := Config{Protect: ProtectConfig{SilentUnknown: true}}
+	first := startStoreServer(t, db, cfg, answerEcho)
+	phone, err := siptest.NewPhone("127.0.0.4", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(phone.Close)
+	ctx := ctxT(t, 10*time.Second)
+	if _, err := phone.RegisterWith(ctx, first.hostport(), "alice", "alice-secret-1", siptest.RegisterOptions{Expires: time.Hour}); err != nil {
+		t.Fatalf("register: %v", err)
+	}
+	first.Close()
+
+	next := startStoreServer(t, db, cfg, answerEcho)
+	c, err := phone.Dial(ctx, "sip:echo@"+next.hostport(), siptest.DialOptions{Username: "alice", Password: "alice-secret-1"})
+	if err != nil {
+		t.Fatalf("the registered phone's call after the restart: %v", err)
+	}
+	_ = c.Hangup(context.Background())
+	scanner := rawPeerOn(t, "127.0.0.3", next.addr)
+	scanner.send(scanner.request("OPTIONS", "scan-1", "scan-1", "", ""))
+	if code, msg := scanner.statusOrZero(); code != 0 {
+		t.Fatalf("OPTIONS from an unknown source answered %d:\n%s", code, msg)
+	}
+}
+
 // The answers to an unknown user and to a known user with a wrong
 // password are the same bytes, but for the user name the request itself
 // carried, the nonce and the To tag: REGISTER and INVITE, without and

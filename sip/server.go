@@ -167,6 +167,7 @@ type Store interface {
 	UpdateRegistrations(ctx context.Context, extension string,
 		decide func([]store.Registration) (store.RegistrationChange, error)) ([]store.Registration, error)
 	ListRegistrations(ctx context.Context, extension string) ([]store.Registration, error)
+	ListAllRegistrations(ctx context.Context) ([]store.Registration, error)
 	PurgeExpiredRegistrations(ctx context.Context) (int, error)
 }
 
@@ -323,6 +324,7 @@ func (s *Server) Serve(ctx context.Context) {
 		s.lifeMu.Unlock()
 		return
 	}
+	s.knowRegisteredSources(ctx)
 	if s.cfg.UDP != nil {
 		s.wg.Add(1)
 		go func() {
