@@ -372,7 +372,10 @@ func (a *agentCall) Hangup(reason string) error {
 func (a *agentCall) Transfer(ctx context.Context, t agent.TransferRequest) error {
 	c := a.c
 	warm := t.Warm
-	dst := c.destinationOf(ctx, t.Target)
+	dst, err := c.ct.destinationOf(ctx, t.Target)
+	if err != nil {
+		return err
+	}
 	// The operator listed the target in the agent's definition: it may use
 	// a trunk whoever the caller is.
 	p := connectPlan{dests: []ConnectDestination{dst}, ring: RingAll, timeout: DefaultRingTimeout, relay: true, system: true}
@@ -385,24 +388,6 @@ func (a *agentCall) Transfer(ctx context.Context, t agent.TransferRequest) error
 	c.pendingBridge = &pendingBridge{b: won, p: p}
 	c.mu.Unlock()
 	return nil
-}
-
-// destinationOf reads a transfer target given as one string: a sip: URI,
-// one of our extensions, else a number.
-func (c *Call) destinationOf(ctx context.Context, target string) ConnectDestination {
-	dst := ConnectDestination{Type: DestNumber, Target: target}
-	switch {
-	case strings.HasPrefix(target, "sip:") || strings.HasPrefix(target, "sips:"):
-		dst.Type = DestURI
-	default:
-		sctx, cancel := context.WithTimeout(ctx, storeTimeout)
-		_, err := c.ct.cfg.Store.GetExtension(sctx, target)
-		cancel()
-		if err == nil {
-			dst.Type = DestExtension
-		}
-	}
-	return dst
 }
 
 // agentAnnouncement is what a warm transfer's target hears first when the

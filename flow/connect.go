@@ -641,16 +641,9 @@ func (c *Call) bridge(ctx context.Context, b *bLeg, p connectPlan) error {
 	// REFERs from either phone hand the caller to another leg (refer.go).
 	xfer := c.openRefers(b, p)
 	defer xfer.close()
-	relay := func(to *media.Stream, d rune, dir string) {
-		if _, err := to.SendDTMF(d, relayedDigit); err != nil {
-			c.log.Warn("connect: dtmf not relayed", "digit", string(d), "to", dir, "err", err)
-		}
-	}
 	bDigit := func(d rune) {
-		b.mu.Lock()
-		b.rec.DTMF += string(d)
-		b.mu.Unlock()
-		relay(a, d, "caller")
+		b.addDigit(d)
+		c.relayDigit(a, d, "caller")
 	}
 	for {
 		select {
@@ -659,19 +652,15 @@ func (c *Call) bridge(ctx context.Context, b *bLeg, p connectPlan) error {
 				aFrames = nil
 				continue
 			}
-			if b.stream.Queued() < maxBridgeQueue {
-				b.stream.Enqueue(f)
-			}
+			relayFrame(b.stream, f)
 		case f, ok := <-bFrames:
 			if !ok {
 				bFrames = nil
 				continue
 			}
-			if a.Queued() < maxBridgeQueue {
-				a.Enqueue(f)
-			}
+			relayFrame(a, f)
 		case d := <-c.digits:
-			relay(b.stream, d, "callee")
+			c.relayDigit(b.stream, d, "callee")
 		case ev, ok := <-bDTMF:
 			if !ok {
 				bDTMF = nil
@@ -732,6 +721,30 @@ func (c *Call) bridge(ctx context.Context, b *bLeg, p connectPlan) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// relayFrame queues f, heard on one side of a bridge, on the other side's
+// stream to, unless to is already maxBridgeQueue behind (then it is
+// dropped: a bridge must not build up delay).
+func relayFrame(to *media.Stream, f []int16) {
+	if to.Queued() < maxBridgeQueue {
+		to.Enqueue(f)
+	}
+}
+
+// relayDigit sends a digit pressed on one side of a bridge to the other
+// side's stream to (dir names that side in the log).
+func (c *Call) relayDigit(to *media.Stream, d rune, dir string) {
+	if _, err := to.SendDTMF(d, relayedDigit); err != nil {
+		c.log.Warn("connect: dtmf not relayed", "digit", string(d), "to", dir, "err", err)
+	}
+}
+
+// addDigit keeps a digit b's phone pressed on b's record.
+func (b *bLeg) addDigit(d rune) {
+	b.mu.Lock()
+	b.rec.DTMF += string(d)
+	b.mu.Unlock()
 }
 
 func drainFrames(ch <-chan []int16) {

@@ -269,31 +269,18 @@ func (c *Call) apiHangup(a CallAction) error {
 	return nil
 }
 
-// checkTransferTo checks a transfer's target as the API and media streams
-// take it: a number, an extension or a sip: URI.
-func checkTransferTo(to string) error {
-	if to == "" {
-		return errors.New("required: a number, an extension or a sip: URI")
-	}
-	dst := ConnectDestination{Type: DestNumber, Target: to}
-	if strings.HasPrefix(to, "sip:") || strings.HasPrefix(to, "sips:") {
-		dst.Type = DestURI
-	}
-	extension := dst.Type == DestNumber && isDialable(to) && len(to) <= 20
-	if err := destinationTargetErr(dst); err != nil && !extension {
-		return err
-	}
-	return nil
-}
-
 // apiTransfer rings the target while the flow goes on; when it answers,
 // the flow is cancelled and the caller bridged to it (a blind transfer, as
 // the transfer action does). If nobody answers, the flow was never
 // interrupted; the failure is a warning and connect.result.
 func (c *Call) apiTransfer(a CallAction) error {
 	to := strings.TrimSpace(a.To)
-	if err := checkTransferTo(to); err != nil {
-		return actionErr("to", "%v", err)
+	if _, err := c.ct.destinationOf(c.ctx, to); err != nil {
+		var re *RequestError
+		if errors.As(err, &re) {
+			return actionErr(re.Field, "%s", re.Msg)
+		}
+		return err
 	}
 	switch a.Mode {
 	case "", TransferBlind:

@@ -120,9 +120,7 @@ func (e *earlyRelay) relay(to *media.Stream, b *bLeg) {
 				if !ok {
 					return
 				}
-				if to.Queued() < maxBridgeQueue {
-					to.Enqueue(f)
-				}
+				relayFrame(to, f)
 			case <-halt:
 				return
 			}

@@ -371,8 +371,8 @@ func (c *Call) handleMediaMessage(ctx context.Context, m MediaMessage, opt Media
 			break
 		}
 		to := strings.TrimSpace(m.Transfer.To)
-		if err := checkTransferTo(to); err != nil {
-			send(mediaErr("transfer: to: " + err.Error()))
+		if _, err := c.ct.destinationOf(ctx, to); err != nil {
+			send(mediaErr("transfer: " + err.Error()))
 			break
 		}
 		return mediaEnd{reason: "transfer_requested", transferTo: to}
@@ -491,7 +491,11 @@ func compileMediaStream(o *MediaStreamOption) (step, error) {
 			// As the transfer action does: bridged when it answers (the
 			// flow ends with the bridge), else the flow goes on with
 			// ${transfer.result}.
-			st, err := compileTransfer(&TransferOption{Destination: r.c.destinationOf(ctx, end.transferTo)})
+			dst, err := r.c.ct.destinationOf(ctx, end.transferTo)
+			if err != nil {
+				return "", fmt.Errorf("media_stream: transfer: %w", err)
+			}
+			st, err := compileTransfer(&TransferOption{Destination: dst})
 			if err != nil {
 				return "", fmt.Errorf("media_stream: transfer: %w", err)
 			}

@@ -633,19 +633,10 @@ func (c *Call) joinLegs(ctx context.Context, b, nb *bLeg) error {
 		st := s[i].l.stream
 		s[i].frames, s[i].dtmf, s[i].info = st.Frames(), st.DTMF(), s[i].l.out.InfoDTMF()
 	}
-	relay := func(from int, f []int16) {
-		if to := s[1-from].l.stream; to.Queued() < maxBridgeQueue {
-			to.Enqueue(f)
-		}
-	}
+	relay := func(from int, f []int16) { relayFrame(s[1-from].l.stream, f) }
 	digit := func(from int, d rune) {
-		l := s[from].l
-		l.mu.Lock()
-		l.rec.DTMF += string(d)
-		l.mu.Unlock()
-		if _, err := s[1-from].l.stream.SendDTMF(d, relayedDigit); err != nil {
-			c.log.Warn("connect: dtmf not relayed", "digit", string(d), "err", err)
-		}
+		s[from].l.addDigit(d)
+		c.relayDigit(s[1-from].l.stream, d, "joined leg")
 	}
 	var ended int
 loop:

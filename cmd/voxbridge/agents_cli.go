@@ -51,36 +51,12 @@ func runAgents(args []string, env cliEnv) error {
 	})
 }
 
-func agentsList(args []string, env cliEnv) error {
-	fs := flag.NewFlagSet("agents list", flag.ContinueOnError)
-	fs.SetOutput(env.stderr)
-	client := apiFlags(fs, env)
-	asJSON := fs.Bool("json", false, "print the API's answer as JSON (keys are never included)")
-	if _, err := parseArgs(fs, args, 0); err != nil {
-		return err
-	}
-	c, err := client()
-	if err != nil {
-		return err
-	}
-	if *asJSON {
-		all, err := listAll[map[string]any](c, "/v1/agents")
-		if err != nil {
-			return err
-		}
-		return printJSON(env.stdout, all)
-	}
-	all, err := listAll[agentSummary](c, "/v1/agents")
-	if err != nil {
-		return err
-	}
-	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
+var agentsList = apiListCommand("agents", func(tw *tabwriter.Writer, all []agentSummary) {
 	fmt.Fprintln(tw, "ID\tNAME\tPROVIDERS\tSOURCE")
 	for _, a := range all {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", a.ID, a.Name, a.providers(), a.Source)
 	}
-	return tw.Flush()
-}
+})
 
 // agentsCreate checks the file as --agents-dir would (so a bad one is
 // reported with its name before any request) and stores it.

@@ -335,26 +335,7 @@ func runFlowsAPI(args []string, env cliEnv) error {
 	})
 }
 
-func flowsList(args []string, env cliEnv) error {
-	fs := flag.NewFlagSet("flows list", flag.ContinueOnError)
-	fs.SetOutput(env.stderr)
-	client := apiFlags(fs, env)
-	asJSON := fs.Bool("json", false, "print JSON")
-	if _, err := parseArgs(fs, args, 0); err != nil {
-		return err
-	}
-	c, err := client()
-	if err != nil {
-		return err
-	}
-	flows, err := listAll[store.Flow](c, "/v1/flows")
-	if err != nil {
-		return err
-	}
-	if *asJSON {
-		return printJSON(env.stdout, flows)
-	}
-	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
+var flowsList = apiListCommand("flows", func(tw *tabwriter.Writer, flows []store.Flow) {
 	fmt.Fprintln(tw, "ID\tNAME\tACTIONS\tSOURCE\tUPDATED")
 	for _, f := range flows {
 		var actions []json.RawMessage
@@ -365,8 +346,7 @@ func flowsList(args []string, env cliEnv) error {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", f.ID, f.Name, len(actions), source, f.TMUpdate.Format(time.RFC3339))
 	}
-	return tw.Flush()
-}
+})
 
 // flowsCreate checks the file as flows validate would (so a bad one is
 // reported with its name before any request) and stores it.

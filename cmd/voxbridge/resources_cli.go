@@ -89,15 +89,23 @@ func verbList(verbs map[string]func([]string, cliEnv) error) string {
 	return strings.Join(names, "|")
 }
 
-// apiListCommand is "voxbridge <noun> list [--json]" over the API: every
-// page, as JSON (what the API answered, secrets never included) or as the
-// table table writes.
-func apiListCommand[T any](noun string, table func(*tabwriter.Writer, []T)) func([]string, cliEnv) error {
+// listFilter is a list command's flag passed on as the query parameter of
+// the same name (e.g. tasks list --status pending).
+type listFilter struct{ name, usage string }
+
+// apiListCommand is "voxbridge <noun> list [--json] [filters]" over the
+// API: every page, as JSON (what the API answered, secrets never included)
+// or as the table table writes.
+func apiListCommand[T any](noun string, table func(*tabwriter.Writer, []T), filters ...listFilter) func([]string, cliEnv) error {
 	return func(args []string, env cliEnv) error {
 		fs := flag.NewFlagSet(noun+" list", flag.ContinueOnError)
 		fs.SetOutput(env.stderr)
 		client := apiFlags(fs, env)
 		asJSON := fs.Bool("json", false, "print the API's answer as JSON (secrets are never included)")
+		values := make([]*string, len(filters))
+		for i, f := range filters {
+			values[i] = fs.String(f.name, "", f.usage)
+		}
 		if _, err := parseArgs(fs, args, 0); err != nil {
 			return err
 		}
@@ -105,14 +113,23 @@ func apiListCommand[T any](noun string, table func(*tabwriter.Writer, []T)) func
 		if err != nil {
 			return err
 		}
+		path, q := "/v1/"+noun, url.Values{}
+		for i, f := range filters {
+			if *values[i] != "" {
+				q.Set(f.name, *values[i])
+			}
+		}
+		if len(q) > 0 {
+			path += "?" + q.Encode()
+		}
 		if *asJSON {
-			all, err := listAll[json.RawMessage](c, "/v1/"+noun)
+			all, err := listAll[json.RawMessage](c, path)
 			if err != nil {
 				return err
 			}
 			return printJSON(env.stdout, all)
 		}
-		all, err := listAll[T](c, "/v1/"+noun)
+		all, err := listAll[T](c, path)
 		if err != nil {
 			return err
 		}

@@ -21,31 +21,7 @@ func runTasks(args []string, env cliEnv) error {
 	})
 }
 
-func tasksList(args []string, env cliEnv) error {
-	fs := flag.NewFlagSet("tasks list", flag.ContinueOnError)
-	fs.SetOutput(env.stderr)
-	client := apiFlags(fs, env)
-	status := fs.String("status", "", "only these statuses, comma-separated (pending, in_progress, completed, failed, cancelled)")
-	asJSON := fs.Bool("json", false, "print the API's answer as JSON")
-	if _, err := parseArgs(fs, args, 0); err != nil {
-		return err
-	}
-	c, err := client()
-	if err != nil {
-		return err
-	}
-	path := "/v1/tasks"
-	if *status != "" {
-		path += "?status=" + url.QueryEscape(*status)
-	}
-	all, err := listAll[store.Task](c, path)
-	if err != nil {
-		return err
-	}
-	if *asJSON {
-		return printJSON(env.stdout, all)
-	}
-	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
+var tasksList = apiListCommand("tasks", func(tw *tabwriter.Writer, all []store.Task) {
 	fmt.Fprintln(tw, "ID\tSTATUS\tTO\tRUNS\tATTEMPTS\tNEXT\tLAST REASON")
 	for _, t := range all {
 		next, reason := "-", "-"
@@ -57,8 +33,7 @@ func tasksList(args []string, env cliEnv) error {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%s\t%s\n", t.ID, t.Status, t.To, taskRuns(t), t.Attempts, t.MaxAttempts, next, reason)
 	}
-	return tw.Flush()
-}
+}, listFilter{"status", "only these statuses, comma-separated (pending, in_progress, completed, failed, cancelled)"})
 
 // taskRuns names what a task's call runs: flow:ID, agent:ID or inline.
 func taskRuns(t store.Task) string {
