@@ -176,3 +176,30 @@ func (s *Server) startMetricsFeed() {
 
 // Metrics returns the server's metrics, for other packages to add theirs.
 func (s *Server) Metrics() *Metrics { return s.metrics }
+
+// StoreWriterCollectors export the store's write queue: its depth against
+// its bound (new calls are refused at a quarter), what it wrote and refused,
+// and the longest a write waited to be committed (what a kill -9 can lose).
+func StoreWriterCollectors(db *store.DB) []prometheus.Collector {
+	stat := func(f func(store.WriterStats) float64) func() float64 {
+		return func() float64 { return f(db.WriterStats()) }
+	}
+	return []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "voxbridge_store_write_queue",
+			Help: "Record writes queued, not yet committed."}, stat(func(s store.WriterStats) float64 { return float64(s.Queued) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "voxbridge_store_write_queue_capacity",
+			Help: "The record write queue's bound."}, stat(func(s store.WriterStats) float64 { return float64(s.Capacity) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "voxbridge_store_writes_total",
+			Help: "Record writes committed."}, stat(func(s store.WriterStats) float64 { return float64(s.Written) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "voxbridge_store_writes_coalesced_total",
+			Help: "Call record writes replaced by a later one of the same batch."}, stat(func(s store.WriterStats) float64 { return float64(s.Coalesced) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "voxbridge_store_write_batches_total",
+			Help: "Record write transactions committed."}, stat(func(s store.WriterStats) float64 { return float64(s.Batches) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "voxbridge_store_writes_failed_total",
+			Help: "Record writes the database refused."}, stat(func(s store.WriterStats) float64 { return float64(s.Failed) })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "voxbridge_store_write_retries_total",
+			Help: "Record writes tried again after a passing failure."}, stat(func(s store.WriterStats) float64 { return float64(s.Retries) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "voxbridge_store_write_delay_max_seconds",
+			Help: "The longest a record write waited from queued to committed."}, stat(func(s store.WriterStats) float64 { return s.MaxDelay.Seconds() })),
+	}
+}

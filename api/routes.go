@@ -2,10 +2,12 @@ package api
 
 import (
 	"bufio"
+	"context"
 	"net"
 	"net/http"
 	"sort"
 	"strings"
+	"time"
 )
 
 // access says who may call a route.
@@ -181,8 +183,50 @@ func (s *Server) guard(rt route) http.Handler {
 		if rt.body != nil {
 			r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
 		}
+		if rt.method != http.MethodGet {
+			// Calls write their records through the store's queue; the
+			// answer waits for them so the client's next GET sees them.
+			w = &syncingWriter{ResponseWriter: w, sync: func() { s.syncStore(r.Context()) }}
+		}
 		rt.h(w, r)
 	})
+}
+
+// syncingWriter commits the store's queued writes before the response's
+// first byte goes out.
+type syncingWriter struct {
+	http.ResponseWriter
+	sync   func()
+	synced bool
+}
+
+func (w *syncingWriter) flush() {
+	if !w.synced {
+		w.synced = true
+		w.sync()
+	}
+}
+
+func (w *syncingWriter) WriteHeader(code int) {
+	w.flush()
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *syncingWriter) Write(b []byte) (int, error) {
+	w.flush()
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *syncingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// syncStore waits for the store's queued writes, briefly: past that the
+// answer goes out anyway (the writes still land, in their turn).
+func (s *Server) syncStore(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := s.cfg.Store.Sync(ctx); err != nil {
+		s.log.Warn("answer before the store caught up", "err", err)
+	}
 }
 
 // responseWriter remembers the status for metrics and the recover

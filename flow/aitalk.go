@@ -223,13 +223,11 @@ func (c *Call) aiTalk(ctx context.Context, o *AITalkOption) error {
 // keepAgentResult stores the final transcript and latency rows and sets the
 // agent.* variables the flow's next actions may use.
 func (c *Call) keepAgentResult(res agent.Result) {
-	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-	defer cancel()
 	for _, t := range res.Transcript {
-		c.putTurn(ctx, t)
+		c.putTurn(t)
 	}
 	for _, l := range res.Latency {
-		c.putLatency(ctx, l)
+		c.putLatency(l)
 	}
 	c.setVar("agent.reason", string(res.Reason))
 	if res.TransferredTo != "" {
@@ -261,26 +259,24 @@ func (c *Call) keepAgentResult(res agent.Result) {
 // publishes the live ones.
 func (c *Call) recordAgentEvents(events <-chan agent.Event) {
 	for e := range events {
-		ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 		switch e.Type {
 		case agent.EventPartial:
 			c.publish(EventTranscriptPart, map[string]string{"role": agent.RoleUser, "text": e.Text})
 		case agent.EventTurn:
 			if e.Turn != nil && e.Turn.Final {
-				c.putTurn(ctx, *e.Turn)
+				c.putTurn(*e.Turn)
 				c.publish(EventTranscriptFinal, e.Turn)
 			}
 		case agent.EventLatency:
 			if e.Latency != nil {
-				c.putLatency(ctx, *e.Latency)
+				c.putLatency(*e.Latency)
 				c.publish(EventAgentTurn, e.Latency)
 			}
 		}
-		cancel()
 	}
 }
 
-func (c *Call) putTurn(ctx context.Context, t agent.Turn) {
+func (c *Call) putTurn(t agent.Turn) {
 	tools, _ := json.Marshal(t.ToolCalls)
 	row := store.TranscriptTurn{CallID: c.ID(), Index: t.Index, Role: t.Role, Kind: t.Kind, Text: t.Text,
 		Interrupted: t.Interrupted, ToolCalls: tools}
@@ -292,19 +288,16 @@ func (c *Call) putTurn(ctx context.Context, t agent.Turn) {
 		e := t.End.UTC()
 		row.TMEnd = &e
 	}
-	if err := c.ct.cfg.Store.PutTranscriptTurn(ctx, &row); err != nil {
-		c.log.Error("store transcript turn", "err", err)
-	}
+	c.ct.cfg.Store.QueueTranscriptTurn(&row)
 }
 
-func (c *Call) putLatency(ctx context.Context, l agent.TurnLatency) {
+func (c *Call) putLatency(l agent.TurnLatency) {
 	b, err := json.Marshal(l)
-	if err == nil {
-		err = c.ct.cfg.Store.PutTurnLatency(ctx, c.ID(), l.Turn, b)
-	}
 	if err != nil {
 		c.log.Error("store turn latency", "err", err)
+		return
 	}
+	c.ct.cfg.Store.QueueTurnLatency(c.ID(), l.Turn, b)
 }
 
 // providersFor builds the provider clients an agent needs.

@@ -101,9 +101,7 @@ func newInboundCall(ct *Controller, leg *sip.Leg) (*Call, error) {
 			Status:      store.StatusRinging,
 		},
 	}
-	sctx, scancel := context.WithTimeout(ctx, storeTimeout)
-	defer scancel()
-	if err := ct.cfg.Store.CreateCall(sctx, &c.rec); err != nil {
+	if err := ct.cfg.Store.QueueCreateCall(&c.rec); err != nil {
 		cancel()
 		return nil, fmt.Errorf("create call record: %w", err)
 	}
@@ -129,16 +127,15 @@ func (c *Call) publish(typ string, data any) { c.ct.cfg.Bus.Publish(typ, c.rec.I
 // ID is the call's record id.
 func (c *Call) ID() string { return c.rec.ID }
 
-// update changes the record under the lock and writes it. f runs with c.mu
-// held: it must not call methods that take it.
+// update changes the record under the lock and queues its write. f runs
+// with c.mu held: it must not call methods that take it. The write is
+// queued under the lock too, so the record's versions land in the order
+// they were made.
 func (c *Call) update(f func(r *store.Call)) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	f(&c.rec)
-	rec := c.rec
-	c.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-	defer cancel()
-	if err := c.ct.cfg.Store.UpdateCall(ctx, &rec); err != nil {
+	if err := c.ct.cfg.Store.QueueUpdateCall(&c.rec); err != nil {
 		c.log.Error("update call record", "err", err)
 	}
 }

@@ -69,11 +69,7 @@ func (c *Call) recordAction(a store.ActionRun) {
 	if a.Error != "" {
 		c.warn(fmt.Sprintf("action %s (%s): %s", a.ActionID, a.Type, a.Error))
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-	defer cancel()
-	if err := c.ct.cfg.Store.AddActionRun(ctx, &a); err != nil {
-		c.log.Error("record action", "err", err)
-	}
+	c.ct.cfg.Store.QueueActionRun(&a)
 	c.publish(EventActionExecuted, a)
 }
 

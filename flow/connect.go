@@ -407,9 +407,7 @@ func (b *bLeg) update(f func(r *store.Call)) store.Call {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	f(&b.rec)
-	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-	defer cancel()
-	if err := b.c.ct.cfg.Store.UpdateCall(ctx, &b.rec); err != nil {
+	if err := b.c.ct.cfg.Store.QueueUpdateCall(&b.rec); err != nil {
 		b.log.Error("update call record", "err", err)
 	}
 	return b.rec
@@ -429,10 +427,7 @@ func (c *Call) dialLeg(ctx context.Context, d Dialer, a dialAttempt) (*bLeg, *si
 		Status:       store.StatusDialing,
 		MasterCallID: c.ID(),
 	}}
-	sctx, cancel := context.WithTimeout(ctx, storeTimeout)
-	err := c.ct.cfg.Store.CreateCall(sctx, &b.rec)
-	cancel()
-	if err != nil {
+	if err := c.ct.cfg.Store.QueueCreateCall(&b.rec); err != nil {
 		return nil, &sip.DialError{Reason: store.ReasonFailed, Code: 500, Status: "Server Internal Error", Err: fmt.Errorf("create call record: %w", err)}
 	}
 	b.log = c.log.With("b_call_id", b.rec.ID)

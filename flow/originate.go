@@ -339,6 +339,8 @@ func newOutboundCall(ct *Controller, o *origination) (*Call, error) {
 			Status:      store.StatusDialing,
 		},
 	}
+	// Waits for the row, unlike an inbound call's: whoever asked for the
+	// call (the API, a task) reads it next.
 	sctx, scancel := context.WithTimeout(ctx, storeTimeout)
 	defer scancel()
 	if err := ct.cfg.Store.CreateCall(sctx, &c.rec); err != nil {

@@ -151,13 +151,7 @@ func (r *run) startRecording(ctx context.Context, p recordingPlan) (*midRecordin
 	if err != nil {
 		return nil, fmt.Errorf("recording: %w", err)
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-	defer cancel()
-	if err := c.ct.cfg.Store.CreateRecording(sctx, &row); err != nil {
-		rec.Close()
-		os.Remove(writing)
-		return nil, fmt.Errorf("recording row: %w", err)
-	}
+	c.ct.cfg.Store.QueueCreateRecording(&row)
 	m := &midRecording{id: row.ID, stop: make(chan string, 1), done: make(chan struct{})}
 	r.recording = m
 	c.setVar(VarRecordingID, row.ID)
@@ -198,11 +192,7 @@ func (c *Call) endRecording(m *midRecording, rec *media.Recorder, id, path, writ
 		status, msg = store.RecordingFailed, err.Error()
 		c.warn("recording: " + err.Error())
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-	defer cancel()
-	if err := c.ct.cfg.Store.FinishRecording(ctx, id, status, msg, dur); err != nil {
-		c.log.Error("recording row", "err", err)
-	}
+	c.ct.cfg.Store.QueueFinishRecording(id, status, msg, dur)
 	c.setVar(VarRecordingEndReason, reason)
 	c.setVar(VarRecordingDurationMS, strconv.FormatInt(dur.Milliseconds(), 10))
 	c.log.Info("recording ended", "recording_id", id, "reason", reason, "duration", dur)

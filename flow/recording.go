@@ -1,7 +1,6 @@
 package flow
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 
@@ -25,11 +24,7 @@ func (c *Call) startRecording() *media.Recorder {
 		return nil
 	}
 	row := store.Recording{CallID: c.ID(), Path: path, Format: "wav/pcm16/8000/stereo", Channels: 2}
-	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-	defer cancel()
-	if err := c.ct.cfg.Store.CreateRecording(ctx, &row); err != nil {
-		c.log.Error("recording row", "err", err)
-	}
+	c.ct.cfg.Store.QueueCreateRecording(&row)
 	c.recorder, c.recordingID = rec, row.ID
 	c.log.Info("recording", "path", path)
 	return rec
@@ -48,11 +43,7 @@ func (c *Call) finishRecording() {
 		status, msg = store.RecordingFailed, err.Error()
 		c.warn("recording: " + msg)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-	defer cancel()
-	if err := c.ct.cfg.Store.FinishRecording(ctx, c.recordingID, status, msg, c.recorder.Duration()); err != nil {
-		c.log.Error("recording row", "err", err)
-	}
+	c.ct.cfg.Store.QueueFinishRecording(c.recordingID, status, msg, c.recorder.Duration())
 	c.publish(EventRecordingReady, map[string]any{"recording_id": c.recordingID, "status": status, "duration_ms": c.recorder.Duration().Milliseconds()})
 }
 

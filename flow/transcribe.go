@@ -440,9 +440,7 @@ func (t *transcriber) runLane(l *transcribeLane) {
 // putTurn stores one final turn and publishes it.
 func (t *transcriber) putTurn(role, text string, start, end time.Time) {
 	turn := agent.Turn{Index: t.c.turns.take(), Role: role, Kind: agent.KindSpeech, Text: text, Start: start.UTC(), End: end.UTC(), Final: true}
-	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-	defer cancel()
-	t.c.putTurn(ctx, turn)
+	t.c.putTurn(turn)
 	t.c.publish(EventTranscriptFinal, turn)
 }
 

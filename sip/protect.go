@@ -58,6 +58,10 @@ type ProtectConfig struct {
 	MaxGoroutines     int
 	// RetryAfter is the Retry-After of those 503s; default 5 s.
 	RetryAfter time.Duration
+	// Backlogged, when set, refuses new calls (503) while it says the
+	// records of the calls already up are falling behind: their writes
+	// must never be put at risk by more calls.
+	Backlogged func() bool
 
 	// SilentUnknown: requests other than REGISTER from sources that are
 	// neither a trunk's address nor an address that authenticated (as an
@@ -129,13 +133,14 @@ const (
 	RefusedCPS           = "calls_per_second" // 503
 	RefusedMaxCalls      = "max_calls"        // 503
 	RefusedOverload      = "overload"         // 503
+	RefusedBacklog       = "store_backlog"    // 503: the record writes are behind
 	RefusedConnLimit     = "conn_limit"       // TCP/TLS connection closed at accept
 	RefusedAcceptError   = "accept_error"     // accept failed (e.g. EMFILE); the loop waits and goes on
 )
 
 var refusalReasons = []string{RefusedBanned, RefusedRate, RefusedTooLarge, RefusedHeaders, RefusedLineLength,
 	RefusedMalformed, RefusedInvalid, RefusedSilentUnknown, RefusedCPS, RefusedMaxCalls, RefusedOverload,
-	RefusedConnLimit, RefusedAcceptError}
+	RefusedBacklog, RefusedConnLimit, RefusedAcceptError}
 
 // supportedExtensions are the option tags a Require header may name
 // (RFC 3261 §8.2.2.3); any other gets 420 Bad Extension.
@@ -402,6 +407,9 @@ func (p *protector) isKnown(ip netip.Addr) bool {
 func (p *protector) admitCall(live func(limit int) int) (ok bool, reason string) {
 	if p.cfg.MaxGoroutines > 0 && runtime.NumGoroutine() > p.cfg.MaxGoroutines {
 		return false, RefusedOverload
+	}
+	if p.cfg.Backlogged != nil && p.cfg.Backlogged() {
+		return false, RefusedBacklog
 	}
 	if p.cfg.MaxCalls > 0 && live(p.cfg.MaxCalls) >= p.cfg.MaxCalls {
 		return false, RefusedMaxCalls

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -114,6 +115,25 @@ func TestCallCapsAnswer503WithRetryAfter(t *testing.T) {
 		}
 		if r := s.Refusals(); r[RefusedOverload] != 1 {
 			t.Fatalf("refusals %v", r)
+		}
+	})
+	t.Run("store backlog", func(t *testing.T) {
+		udp, _ := net.ListenPacket("udp", "127.0.0.1:0")
+		var s *Server
+		var backlogged atomic.Bool
+		backlogged.Store(true)
+		serveWith(t, Config{UDP: udp, Protect: ProtectConfig{Backlogged: backlogged.Load}}, answerEcho, &s)
+		p := newRawPeer(t, udp.LocalAddr().(*net.UDPAddr))
+		if code, msg := inviteStatus(t, p, "busy", "backlog-1"); code != 503 || !strings.Contains(msg, "\r\nRetry-After: 5\r\n") {
+			t.Fatalf("call while the records are behind: %d\n%s", code, msg)
+		}
+		if r := s.Refusals(); r[RefusedBacklog] != 1 {
+			t.Fatalf("refusals %v", r)
+		}
+		// Caught up: calls are taken again.
+		backlogged.Store(false)
+		if code, _ := inviteStatus(t, p, "busy", "backlog-2"); code != 486 {
+			t.Fatalf("call after the backlog cleared: %d", code)
 		}
 	})
 }

@@ -40,6 +40,25 @@ const callColumns = `id, sip_call_id, direction, source, destination, source_add
 // CreateCall inserts c. It sets c.ID (a UUID v4) if empty and c.TMCreate
 // (now) if zero, and normalises c's times to UTC milliseconds.
 func (db *DB) CreateCall(ctx context.Context, c *Call) error {
+	op, err := db.createCallOp(c)
+	if err != nil {
+		return err
+	}
+	return db.write(ctx, op)
+}
+
+// QueueCreateCall is CreateCall without the wait: it checks c, sets its
+// id and times, queues the insert and returns. The error is c's own.
+func (db *DB) QueueCreateCall(c *Call) error {
+	op, err := db.createCallOp(c)
+	if err != nil {
+		return err
+	}
+	db.wr.enqueue(op)
+	return nil
+}
+
+func (db *DB) createCallOp(c *Call) (*writeOp, error) {
 	if c.ID == "" {
 		c.ID = uuid.NewString()
 	}
@@ -49,54 +68,79 @@ func (db *DB) CreateCall(ctx context.Context, c *Call) error {
 	normalizeTimes(c)
 	a, err := callArgs(c)
 	if err != nil {
-		return fmt.Errorf("create call %s: %w", c.ID, err)
+		return nil, fmt.Errorf("create call %s: %w", c.ID, err)
 	}
-	_, err = db.w.ExecContext(ctx, `INSERT INTO calls (`+callColumns+`)
+	id, master := c.ID, c.MasterCallID
+	return &writeOp{what: "create call " + id, exec: func(ctx context.Context, e execer) error {
+		_, err := e.ExecContext(ctx, `INSERT INTO calls (`+callColumns+`)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		c.ID, a.sipCallID, a.direction, a.source, a.destination, a.sourceAddr, a.status,
-		a.hangupBy, a.hangupReason, a.sipCode, a.codec, a.dtmf, a.rtpIn, a.rtpOut, a.rtpLost,
-		a.tmCreate, a.tmRinging, a.tmProgressing, a.tmHangup, a.flowID, a.variables, a.warnings, c.MasterCallID, a.quality)
-	if err != nil {
-		return fmt.Errorf("create call %s: %w", c.ID, err)
-	}
-	return nil
+			id, a.sipCallID, a.direction, a.source, a.destination, a.sourceAddr, a.status,
+			a.hangupBy, a.hangupReason, a.sipCode, a.codec, a.dtmf, a.rtpIn, a.rtpOut, a.rtpLost,
+			a.tmCreate, a.tmRinging, a.tmProgressing, a.tmHangup, a.flowID, a.variables, a.warnings, master, a.quality)
+		if err != nil {
+			return fmt.Errorf("create call %s: %w", id, err)
+		}
+		return nil
+	}}, nil
 }
 
 // UpdateCall writes every field of c except ID and TMCreate, which never
 // change, to the call with c.ID. It normalises c's times like CreateCall.
 func (db *DB) UpdateCall(ctx context.Context, c *Call) error {
+	op, err := db.updateCallOp(c)
+	if err != nil {
+		return err
+	}
+	return db.write(ctx, op)
+}
+
+// QueueUpdateCall is UpdateCall without the wait. Updates of one call
+// still queued together are written once, with the last one's values.
+func (db *DB) QueueUpdateCall(c *Call) error {
+	op, err := db.updateCallOp(c)
+	if err != nil {
+		return err
+	}
+	db.wr.enqueue(op)
+	return nil
+}
+
+func (db *DB) updateCallOp(c *Call) (*writeOp, error) {
 	if c.ID == "" {
-		return fmt.Errorf("update call: %w: empty id", ErrInvalid)
+		return nil, fmt.Errorf("update call: %w: empty id", ErrInvalid)
 	}
 	normalizeTimes(c)
 	a, err := callArgs(c)
 	if err != nil {
-		return fmt.Errorf("update call %s: %w", c.ID, err)
+		return nil, fmt.Errorf("update call %s: %w", c.ID, err)
 	}
-	res, err := db.w.ExecContext(ctx, `UPDATE calls SET
+	id, master := c.ID, c.MasterCallID
+	return &writeOp{what: "update call " + id, key: "call " + id, exec: func(ctx context.Context, e execer) error {
+		res, err := e.ExecContext(ctx, `UPDATE calls SET
 		sip_call_id = ?, direction = ?, source = ?, destination = ?, source_addr = ?, status = ?,
 		hangup_by = ?, hangup_reason = ?, sip_code = ?, codec = ?, dtmf = ?,
 		rtp_packets_in = ?, rtp_packets_out = ?, rtp_packets_lost = ?,
 		tm_ringing = ?, tm_progressing = ?, tm_hangup = ?,
 		flow_id = ?, variables = ?, warnings = ?, master_call_id = ?, quality = ?
 		WHERE id = ?`,
-		a.sipCallID, a.direction, a.source, a.destination, a.sourceAddr, a.status,
-		a.hangupBy, a.hangupReason, a.sipCode, a.codec, a.dtmf,
-		a.rtpIn, a.rtpOut, a.rtpLost,
-		a.tmRinging, a.tmProgressing, a.tmHangup,
-		a.flowID, a.variables, a.warnings, c.MasterCallID, a.quality,
-		c.ID)
-	if err != nil {
-		return fmt.Errorf("update call %s: %w", c.ID, err)
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return fmt.Errorf("update call %s: %w", c.ID, err)
-	}
-	if n == 0 {
-		return fmt.Errorf("update call %s: %w", c.ID, ErrNotFound)
-	}
-	return nil
+			a.sipCallID, a.direction, a.source, a.destination, a.sourceAddr, a.status,
+			a.hangupBy, a.hangupReason, a.sipCode, a.codec, a.dtmf,
+			a.rtpIn, a.rtpOut, a.rtpLost,
+			a.tmRinging, a.tmProgressing, a.tmHangup,
+			a.flowID, a.variables, a.warnings, master, a.quality,
+			id)
+		if err != nil {
+			return fmt.Errorf("update call %s: %w", id, err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return fmt.Errorf("update call %s: %w", id, err)
+		}
+		if n == 0 {
+			return fmt.Errorf("update call %s: %w", id, ErrNotFound)
+		}
+		return nil
+	}}, nil
 }
 
 // GetCall returns the call with the given id, or an error wrapping

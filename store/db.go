@@ -60,6 +60,7 @@ type DB struct {
 	w   *sql.DB
 	r   *sql.DB // == w for ":memory:"
 	now func() time.Time
+	wr  *writer // the call writes' queue (writer.go)
 }
 
 // Open opens the SQLite database at path, creating it if needed, and applies
@@ -105,25 +106,25 @@ func Open(path string) (*DB, error) {
 		w.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	if memory {
-		return db, nil
+	if !memory {
+		r, err := sql.Open("sqlite", path+"?"+readerParams)
+		if err != nil {
+			w.Close()
+			return nil, fmt.Errorf("open store %s: %w", path, err)
+		}
+		n := max(4, runtime.GOMAXPROCS(0))
+		r.SetMaxOpenConns(n)
+		r.SetMaxIdleConns(n)
+		db.r = r
 	}
-
-	r, err := sql.Open("sqlite", path+"?"+readerParams)
-	if err != nil {
-		w.Close()
-		return nil, fmt.Errorf("open store %s: %w", path, err)
-	}
-	n := max(4, runtime.GOMAXPROCS(0))
-	r.SetMaxOpenConns(n)
-	r.SetMaxIdleConns(n)
-	db.r = r
+	db.wr = newWriter(db)
 	return db, nil
 }
 
-// Close closes the database. Pending WAL content is checkpointed by SQLite
-// when the last connection closes.
+// Close commits every queued write, then closes the database. Pending WAL
+// content is checkpointed by SQLite when the last connection closes.
 func (db *DB) Close() error {
+	db.wr.close()
 	// Recommended by SQLite before closing: cheap, and keeps planner
 	// statistics current for long-lived files.
 	_, optErr := db.w.Exec("PRAGMA optimize")

@@ -182,14 +182,24 @@ type ActionRun struct {
 
 // AddActionRun records one executed action.
 func (db *DB) AddActionRun(ctx context.Context, a *ActionRun) error {
-	_, err := db.w.ExecContext(ctx, `INSERT INTO call_actions
+	return db.write(ctx, addActionRunOp(a))
+}
+
+// QueueActionRun is AddActionRun without the wait.
+func (db *DB) QueueActionRun(a *ActionRun) { db.wr.enqueue(addActionRunOp(a)) }
+
+func addActionRunOp(a *ActionRun) *writeOp {
+	r := *a
+	return &writeOp{what: fmt.Sprintf("add action run %s/%d", r.CallID, r.Seq), exec: func(ctx context.Context, e execer) error {
+		_, err := e.ExecContext(ctx, `INSERT INTO call_actions
 		(call_id, seq, flow_id, action_id, type, tm_start, tm_end, result, error)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		a.CallID, a.Seq, a.FlowID, a.ActionID, a.Type, a.TMStart.UnixMilli(), a.TMEnd.UnixMilli(), a.Result, a.Error)
-	if err != nil {
-		return fmt.Errorf("add action run %s/%d: %w", a.CallID, a.Seq, err)
-	}
-	return nil
+			r.CallID, r.Seq, r.FlowID, r.ActionID, r.Type, r.TMStart.UnixMilli(), r.TMEnd.UnixMilli(), r.Result, r.Error)
+		if err != nil {
+			return fmt.Errorf("add action run %s/%d: %w", r.CallID, r.Seq, err)
+		}
+		return nil
+	}}
 }
 
 // ListActionRuns returns what a call executed, in order.

@@ -35,6 +35,13 @@ const recordingColumns = `id, call_id, path, format, channels, duration_ms, stat
 
 // CreateRecording inserts r, setting its id and start time when empty.
 func (db *DB) CreateRecording(ctx context.Context, r *Recording) error {
+	return db.write(ctx, db.createRecordingOp(r))
+}
+
+// QueueCreateRecording is CreateRecording without the wait.
+func (db *DB) QueueCreateRecording(r *Recording) { db.wr.enqueue(db.createRecordingOp(r)) }
+
+func (db *DB) createRecordingOp(r *Recording) *writeOp {
 	if r.ID == "" {
 		r.ID = uuid.NewString()
 	}
@@ -45,26 +52,41 @@ func (db *DB) CreateRecording(ctx context.Context, r *Recording) error {
 	if r.Status == "" {
 		r.Status = RecordingActive
 	}
-	_, err := db.w.ExecContext(ctx, `INSERT INTO recordings (`+recordingColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		r.ID, r.CallID, r.Path, r.Format, r.Channels, r.DurationMS, r.Status, r.Error, r.TMStart.UnixMilli(), nullMillis(r.TMEnd))
-	if err != nil {
-		return fmt.Errorf("create recording %s: %w", r.ID, err)
-	}
-	return nil
+	row := *r
+	return &writeOp{what: "create recording " + row.ID, exec: func(ctx context.Context, e execer) error {
+		_, err := e.ExecContext(ctx, `INSERT INTO recordings (`+recordingColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			row.ID, row.CallID, row.Path, row.Format, row.Channels, row.DurationMS, row.Status, row.Error,
+			row.TMStart.UnixMilli(), nullMillis(row.TMEnd))
+		if err != nil {
+			return fmt.Errorf("create recording %s: %w", row.ID, err)
+		}
+		return nil
+	}}
 }
 
 // FinishRecording records how a recording ended.
 func (db *DB) FinishRecording(ctx context.Context, id, status, errMsg string, duration time.Duration) error {
+	return db.write(ctx, db.finishRecordingOp(id, status, errMsg, duration))
+}
+
+// QueueFinishRecording is FinishRecording without the wait.
+func (db *DB) QueueFinishRecording(id, status, errMsg string, duration time.Duration) {
+	db.wr.enqueue(db.finishRecordingOp(id, status, errMsg, duration))
+}
+
+func (db *DB) finishRecordingOp(id, status, errMsg string, duration time.Duration) *writeOp {
 	end := db.now().UTC().UnixMilli()
-	res, err := db.w.ExecContext(ctx, `UPDATE recordings SET status = ?, error = ?, duration_ms = ?, tm_end = ? WHERE id = ?`,
-		status, errMsg, duration.Milliseconds(), end, id)
-	if err != nil {
-		return fmt.Errorf("finish recording %s: %w", id, err)
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return fmt.Errorf("finish recording %s: %w", id, ErrNotFound)
-	}
-	return nil
+	return &writeOp{what: "finish recording " + id, exec: func(ctx context.Context, e execer) error {
+		res, err := e.ExecContext(ctx, `UPDATE recordings SET status = ?, error = ?, duration_ms = ?, tm_end = ? WHERE id = ?`,
+			status, errMsg, duration.Milliseconds(), end, id)
+		if err != nil {
+			return fmt.Errorf("finish recording %s: %w", id, err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return fmt.Errorf("finish recording %s: %w", id, ErrNotFound)
+		}
+		return nil
+	}}
 }
 
 // ListRecordings returns a call's recordings, oldest first.

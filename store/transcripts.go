@@ -24,20 +24,31 @@ type TranscriptTurn struct {
 // PutTranscriptTurn writes a turn, replacing an earlier version of it (turns
 // are upserted as they change and become final).
 func (db *DB) PutTranscriptTurn(ctx context.Context, t *TranscriptTurn) error {
+	return db.write(ctx, putTranscriptTurnOp(t))
+}
+
+// QueueTranscriptTurn is PutTranscriptTurn without the wait.
+func (db *DB) QueueTranscriptTurn(t *TranscriptTurn) { db.wr.enqueue(putTranscriptTurnOp(t)) }
+
+func putTranscriptTurnOp(t *TranscriptTurn) *writeOp {
 	tools := string(t.ToolCalls)
 	if tools == "" || tools == "null" {
 		tools = "[]"
 	}
-	_, err := db.w.ExecContext(ctx, `INSERT INTO transcript_turns
+	callID, idx, role, kind, text := t.CallID, t.Index, t.Role, t.Kind, t.Text
+	start, end, interrupted := nullMillis(t.TMStart), nullMillis(t.TMEnd), t.Interrupted
+	return &writeOp{what: fmt.Sprintf("put transcript turn %s/%d", callID, idx), exec: func(ctx context.Context, e execer) error {
+		_, err := e.ExecContext(ctx, `INSERT INTO transcript_turns
 		(call_id, idx, role, kind, text, tm_start, tm_end, interrupted, tool_calls) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (call_id, idx) DO UPDATE SET role = excluded.role, kind = excluded.kind, text = excluded.text,
 			tm_start = excluded.tm_start, tm_end = excluded.tm_end, interrupted = excluded.interrupted,
 			tool_calls = excluded.tool_calls`,
-		t.CallID, t.Index, t.Role, t.Kind, t.Text, nullMillis(t.TMStart), nullMillis(t.TMEnd), t.Interrupted, tools)
-	if err != nil {
-		return fmt.Errorf("put transcript turn %s/%d: %w", t.CallID, t.Index, err)
-	}
-	return nil
+			callID, idx, role, kind, text, start, end, interrupted, tools)
+		if err != nil {
+			return fmt.Errorf("put transcript turn %s/%d: %w", callID, idx, err)
+		}
+		return nil
+	}}
 }
 
 // ListTranscript returns a call's turns in order.
@@ -65,12 +76,24 @@ func (db *DB) ListTranscript(ctx context.Context, callID string) ([]TranscriptTu
 // PutTurnLatency stores one agent turn's latency row (JSON as the agent
 // package writes it).
 func (db *DB) PutTurnLatency(ctx context.Context, callID string, turn int, data json.RawMessage) error {
-	_, err := db.w.ExecContext(ctx, `INSERT INTO turn_latency (call_id, turn, data) VALUES (?, ?, ?)
-		ON CONFLICT (call_id, turn) DO UPDATE SET data = excluded.data`, callID, turn, string(data))
-	if err != nil {
-		return fmt.Errorf("put turn latency %s/%d: %w", callID, turn, err)
-	}
-	return nil
+	return db.write(ctx, putTurnLatencyOp(callID, turn, data))
+}
+
+// QueueTurnLatency is PutTurnLatency without the wait.
+func (db *DB) QueueTurnLatency(callID string, turn int, data json.RawMessage) {
+	db.wr.enqueue(putTurnLatencyOp(callID, turn, data))
+}
+
+func putTurnLatencyOp(callID string, turn int, data json.RawMessage) *writeOp {
+	text := string(data)
+	return &writeOp{what: fmt.Sprintf("put turn latency %s/%d", callID, turn), exec: func(ctx context.Context, e execer) error {
+		_, err := e.ExecContext(ctx, `INSERT INTO turn_latency (call_id, turn, data) VALUES (?, ?, ?)
+		ON CONFLICT (call_id, turn) DO UPDATE SET data = excluded.data`, callID, turn, text)
+		if err != nil {
+			return fmt.Errorf("put turn latency %s/%d: %w", callID, turn, err)
+		}
+		return nil
+	}}
 }
 
 // ListTurnLatency returns a call's latency rows in turn order.

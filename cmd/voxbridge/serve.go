@@ -179,6 +179,7 @@ func startInstance(cfg serveConfig, log *slog.Logger, opt instanceOptions) (*ins
 	}
 	allowAnon, anonTo := cfg.anonymousTo()
 	protect, sipTLS, err := sipProtection(cfg)
+	protect.Backlogged = db.Backlogged
 	if err != nil {
 		udp.Close()
 		tcp.Close()
@@ -224,6 +225,7 @@ func startInstance(cfg serveConfig, log *slog.Logger, opt instanceOptions) (*ins
 		return fail(err)
 	}
 	inst.api.Metrics().MustRegister(inst.sip.Collector()) // voxbridge_sip_refused_total
+	inst.api.Metrics().MustRegister(api.StoreWriterCollectors(db)...)
 	if err := inst.tasks.Start(ctx); err != nil {
 		inst.api.Close()
 		hl.Close()
