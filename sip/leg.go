@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
@@ -82,6 +83,10 @@ type Leg struct {
 	early *earlyAnswer // the answer a 183 carried (earlymedia.go); the 200 repeats it
 
 	refer referHooks // REFER in and out (refer.go)
+
+	// cancelTo is what the INVITE transaction's CANCEL hook reaches the leg
+	// by; end clears it so the lingering transaction does not keep the leg.
+	cancelTo *atomic.Pointer[Leg]
 }
 
 func newLeg(s *Server, req *sip.Request, dlg *sipgo.DialogServerSession, tx sip.ServerTransaction,
@@ -258,6 +263,9 @@ func (l *Leg) end(by EndBy, cause EndCause, code int) {
 	l.info = EndInfo{By: by, Cause: cause, Code: code}
 	l.mu.Unlock()
 	l.srv.legs.Delete(l.dlg.ID)
+	if l.cancelTo != nil {
+		l.cancelTo.Store(nil)
+	}
 	l.dlg.Close()
 	close(l.done)
 }

@@ -535,7 +535,18 @@ func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	leg.Identity = id
 	s.legs.Store(dlg.ID, leg)
 	// sipgo answers the CANCEL with 200 and the INVITE with 487 itself.
-	tx.OnCancel(func(*sip.Request) { leg.end(EndRemote, CauseCancel, 487) })
+	// The transaction outlives the call (an answered INVITE's is kept 32 s,
+	// RFC 6026), so its hook reaches the leg through a pointer the leg's end
+	// clears: else every ended call, its media buffers included, stayed in
+	// memory 32 s more (at 100 calls/s, 3 200 dead calls).
+	cancelTo := new(atomic.Pointer[Leg])
+	cancelTo.Store(leg)
+	leg.cancelTo = cancelTo
+	tx.OnCancel(func(*sip.Request) {
+		if l := cancelTo.Load(); l != nil {
+			l.end(EndRemote, CauseCancel, 487)
+		}
+	})
 	go s.handler(leg)
 
 	// sipgo requires the INVITE transaction to be answered before this

@@ -343,6 +343,7 @@ func runServe(args []string) error {
 	// default logger; route it through ours (level, truncation).
 	sipgosip.SetDefaultLogger(log.With("component", "sipgo"))
 	setServerGC()
+	startPprof(os.Getenv(envPprof), log)
 	inst, err := startInstance(cfg, log, instanceOptions{})
 	if err != nil {
 		return err
