@@ -74,6 +74,12 @@ type Controller struct {
 	bgCancel context.CancelFunc
 	bgWG     sync.WaitGroup
 
+	// progs caches compiled stored flows by id, for the store's
+	// FlowsVersion progVersion (lookup).
+	progMu      sync.Mutex
+	progs       map[string]*program
+	progVersion uint64
+
 	mu       sync.Mutex
 	calls    map[string]*Call
 	shutdown bool
@@ -100,7 +106,7 @@ func NewController(cfg Config) (*Controller, error) {
 		log = slog.Default()
 	}
 	ct := &Controller{
-		cfg: cfg, log: log, prog: prog, calls: map[string]*Call{},
+		cfg: cfg, log: log, prog: prog, calls: map[string]*Call{}, progs: map[string]*program{},
 		maxActions: cfg.MaxActions, now: cfg.Now,
 		audio: newAudioCache(),
 		http:  &http.Client{},
@@ -152,6 +158,21 @@ func (ct *Controller) lookup(ctx context.Context, id string) (*program, error) {
 	if id == ct.prog.flow.ID {
 		return ct.prog, nil
 	}
+	// Compiled flows are shared by the calls that run them (they are never
+	// changed once compiled) until a flow is written: reading, parsing and
+	// compiling the flow again for every call (its prompts read from disk)
+	// was a tenth of an echo call's CPU.
+	version := ct.cfg.Store.FlowsVersion()
+	ct.progMu.Lock()
+	if ct.progVersion != version {
+		clear(ct.progs)
+		ct.progVersion = version
+	}
+	p := ct.progs[id]
+	ct.progMu.Unlock()
+	if p != nil {
+		return p, nil
+	}
 	sf, err := ct.cfg.Store.GetFlow(ctx, id)
 	if err != nil {
 		return nil, err
@@ -160,7 +181,16 @@ func (ct *Controller) lookup(ctx context.Context, id string) (*program, error) {
 	if err != nil {
 		return nil, err
 	}
-	return f.compile()
+	if p, err = f.compile(); err != nil {
+		return nil, err
+	}
+	ct.progMu.Lock()
+	// Not kept if a flow was written meanwhile: what was read may be stale.
+	if ct.progVersion == version && ct.cfg.Store.FlowsVersion() == version {
+		ct.progs[id] = p
+	}
+	ct.progMu.Unlock()
+	return p, nil
 }
 
 // HandleInbound is the sip.CallHandler: it runs a new inbound call to its

@@ -263,6 +263,7 @@ func (l *Leg) end(by EndBy, cause EndCause, code int) {
 	l.info = EndInfo{By: by, Cause: cause, Code: code}
 	l.mu.Unlock()
 	l.srv.legs.Delete(l.dlg.ID)
+	l.srv.liveLegs.Add(-1)
 	if l.cancelTo != nil {
 		l.cancelTo.Store(nil)
 	}

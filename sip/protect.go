@@ -49,10 +49,10 @@ type ProtectConfig struct {
 
 	// MaxCallsPerSecond caps new inbound calls (INVITEs that passed
 	// authentication) per second over the whole server, with bursts of
-	// as many; default 200. MaxCalls caps concurrent inbound calls;
+	// as many; default 300. MaxCalls caps concurrent inbound calls;
 	// default 2000. MaxGoroutines refuses new calls while the process
 	// runs more goroutines than this, a sign it is falling behind; default
-	// 200 000. All three answer 503 with Retry-After.
+	// 200 000. All three answer 503 with Retry-After, as does Backlogged.
 	MaxCallsPerSecond float64
 	MaxCalls          int
 	MaxGoroutines     int
@@ -94,7 +94,7 @@ func (p *ProtectConfig) setDefaults() {
 	if p.TrustedSources == nil {
 		p.TrustedSources = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
 	}
-	p.MaxCallsPerSecond = cmp.Or(p.MaxCallsPerSecond, 200)
+	p.MaxCallsPerSecond = cmp.Or(p.MaxCallsPerSecond, 300)
 	p.MaxCalls = cmp.Or(p.MaxCalls, 2000)
 	p.MaxGoroutines = cmp.Or(p.MaxGoroutines, 200_000)
 	p.RetryAfter = cmp.Or(p.RetryAfter, 5*time.Second)
@@ -404,14 +404,14 @@ func (p *protector) isKnown(ip netip.Addr) bool {
 
 // admitCall decides whether a new inbound call may start: the overload,
 // concurrent-call and calls-per-second caps. A refusal is a 503 reason.
-func (p *protector) admitCall(live func(limit int) int) (ok bool, reason string) {
+func (p *protector) admitCall(live int) (ok bool, reason string) {
 	if p.cfg.MaxGoroutines > 0 && runtime.NumGoroutine() > p.cfg.MaxGoroutines {
 		return false, RefusedOverload
 	}
 	if p.cfg.Backlogged != nil && p.cfg.Backlogged() {
 		return false, RefusedBacklog
 	}
-	if p.cfg.MaxCalls > 0 && live(p.cfg.MaxCalls) >= p.cfg.MaxCalls {
+	if p.cfg.MaxCalls > 0 && live >= p.cfg.MaxCalls {
 		return false, RefusedMaxCalls
 	}
 	if p.cfg.MaxCallsPerSecond > 0 {
@@ -1024,23 +1024,13 @@ func (s *Server) markKnownSource(req *sip.Request) {
 // admitInvite applies the call caps to a new, authorized INVITE and
 // answers it with 503 itself unless it returns true.
 func (s *Server) admitInvite(req *sip.Request, tx sip.ServerTransaction) bool {
-	ok, reason := s.protect.admitCall(s.liveInbound)
+	ok, reason := s.protect.admitCall(int(s.liveLegs.Load()))
 	if ok {
 		return true
 	}
 	s.protect.refuse(reason, sourceAddr(req), nil, callID(req))
 	s.respond(req, tx, 503, "Service Unavailable", s.protect.retryAfter())
 	return false
-}
-
-// liveInbound counts live inbound legs, stopping at limit.
-func (s *Server) liveInbound(limit int) int {
-	n := 0
-	s.legs.Range(func(_, _ any) bool {
-		n++
-		return n < limit
-	})
-	return n
 }
 
 func sourceAddr(req *sip.Request) net.Addr {

@@ -193,7 +193,10 @@ type Server struct {
 	lock   *lockout
 	trunks trunkCache
 
-	legs     sync.Map // dialog id → *Leg
+	legs sync.Map // dialog id → *Leg
+	// liveLegs counts legs: the call cap reads it for every INVITE, where
+	// ranging over legs cost as much as the calls it counted.
+	liveLegs atomic.Int64
 	outLegs  sync.Map // dialog id → *OutLeg
 	draining atomic.Bool
 
@@ -534,6 +537,7 @@ func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
 	leg := newLeg(s, req, dlg, tx, offer, negotiated, negErr)
 	leg.Identity = id
 	s.legs.Store(dlg.ID, leg)
+	s.liveLegs.Add(1)
 	// sipgo answers the CANCEL with 200 and the INVITE with 487 itself.
 	// The transaction outlives the call (an answered INVITE's is kept 32 s,
 	// RFC 6026), so its hook reaches the leg through a pointer the leg's end

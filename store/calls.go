@@ -70,18 +70,11 @@ func (db *DB) createCallOp(c *Call) (*writeOp, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create call %s: %w", c.ID, err)
 	}
-	id, master := c.ID, c.MasterCallID
-	return &writeOp{what: "create call " + id, exec: func(ctx context.Context, e execer) error {
-		_, err := e.ExecContext(ctx, `INSERT INTO calls (`+callColumns+`)
+	return &writeOp{what: "create call " + c.ID, query: `INSERT INTO calls (` + callColumns + `)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			id, a.sipCallID, a.direction, a.source, a.destination, a.sourceAddr, a.status,
+		args: []any{c.ID, a.sipCallID, a.direction, a.source, a.destination, a.sourceAddr, a.status,
 			a.hangupBy, a.hangupReason, a.sipCode, a.codec, a.dtmf, a.rtpIn, a.rtpOut, a.rtpLost,
-			a.tmCreate, a.tmRinging, a.tmProgressing, a.tmHangup, a.flowID, a.variables, a.warnings, master, a.quality)
-		if err != nil {
-			return fmt.Errorf("create call %s: %w", id, err)
-		}
-		return nil
-	}}, nil
+			a.tmCreate, a.tmRinging, a.tmProgressing, a.tmHangup, a.flowID, a.variables, a.warnings, c.MasterCallID, a.quality}}, nil
 }
 
 // UpdateCall writes every field of c except ID and TMCreate, which never
@@ -114,33 +107,20 @@ func (db *DB) updateCallOp(c *Call) (*writeOp, error) {
 	if err != nil {
 		return nil, fmt.Errorf("update call %s: %w", c.ID, err)
 	}
-	id, master := c.ID, c.MasterCallID
-	return &writeOp{what: "update call " + id, key: "call " + id, exec: func(ctx context.Context, e execer) error {
-		res, err := e.ExecContext(ctx, `UPDATE calls SET
+	return &writeOp{what: "update call " + c.ID, key: "call " + c.ID, query: `UPDATE calls SET
 		sip_call_id = ?, direction = ?, source = ?, destination = ?, source_addr = ?, status = ?,
 		hangup_by = ?, hangup_reason = ?, sip_code = ?, codec = ?, dtmf = ?,
 		rtp_packets_in = ?, rtp_packets_out = ?, rtp_packets_lost = ?,
 		tm_ringing = ?, tm_progressing = ?, tm_hangup = ?,
 		flow_id = ?, variables = ?, warnings = ?, master_call_id = ?, quality = ?
 		WHERE id = ?`,
-			a.sipCallID, a.direction, a.source, a.destination, a.sourceAddr, a.status,
+		args: []any{a.sipCallID, a.direction, a.source, a.destination, a.sourceAddr, a.status,
 			a.hangupBy, a.hangupReason, a.sipCode, a.codec, a.dtmf,
 			a.rtpIn, a.rtpOut, a.rtpLost,
 			a.tmRinging, a.tmProgressing, a.tmHangup,
-			a.flowID, a.variables, a.warnings, master, a.quality,
-			id)
-		if err != nil {
-			return fmt.Errorf("update call %s: %w", id, err)
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return fmt.Errorf("update call %s: %w", id, err)
-		}
-		if n == 0 {
-			return fmt.Errorf("update call %s: %w", id, ErrNotFound)
-		}
-		return nil
-	}}, nil
+			a.flowID, a.variables, a.warnings, c.MasterCallID, a.quality,
+			c.ID},
+		mustChange: true}, nil
 }
 
 // GetCall returns the call with the given id, or an error wrapping

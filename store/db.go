@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"modernc.org/sqlite" // also registers the "sqlite" driver
@@ -61,6 +62,8 @@ type DB struct {
 	r   *sql.DB // == w for ":memory:"
 	now func() time.Time
 	wr  *writer // the call writes' queue (writer.go)
+	// flowsVersion counts flow writes (FlowsVersion).
+	flowsVersion atomic.Uint64
 }
 
 // Open opens the SQLite database at path, creating it if needed, and applies
@@ -125,6 +128,7 @@ func Open(path string) (*DB, error) {
 // content is checkpointed by SQLite when the last connection closes.
 func (db *DB) Close() error {
 	db.wr.close()
+	db.wr.closeStmts()
 	// Recommended by SQLite before closing: cheap, and keeps planner
 	// statistics current for long-lived files.
 	_, optErr := db.w.Exec("PRAGMA optimize")

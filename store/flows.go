@@ -47,8 +47,13 @@ func (db *DB) PutFlow(ctx context.Context, f *Flow) error {
 	if err != nil {
 		return fmt.Errorf("put flow %s: %w", f.ID, err)
 	}
+	db.flowsVersion.Add(1)
 	return nil
 }
+
+// FlowsVersion changes whenever a flow is written or deleted through this
+// DB, so a cache of compiled flows knows when to drop what it holds.
+func (db *DB) FlowsVersion() uint64 { return db.flowsVersion.Load() }
 
 // GetFlow returns the flow with id, or an error wrapping ErrNotFound.
 func (db *DB) GetFlow(ctx context.Context, id string) (*Flow, error) {
@@ -72,6 +77,7 @@ func (db *DB) DeleteFlow(ctx context.Context, id string) error {
 	if n, _ := res.RowsAffected(); n == 0 {
 		return fmt.Errorf("delete flow %s: %w", id, ErrNotFound)
 	}
+	db.flowsVersion.Add(1)
 	return nil
 }
 
@@ -152,6 +158,7 @@ func (db *DB) ReplaceSourceFlows(ctx context.Context, sourcePrefix string, fs []
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("replace flows: %w", err)
 	}
+	db.flowsVersion.Add(1)
 	return nil
 }
 
@@ -189,17 +196,10 @@ func (db *DB) AddActionRun(ctx context.Context, a *ActionRun) error {
 func (db *DB) QueueActionRun(a *ActionRun) { db.wr.enqueue(addActionRunOp(a)) }
 
 func addActionRunOp(a *ActionRun) *writeOp {
-	r := *a
-	return &writeOp{what: fmt.Sprintf("add action run %s/%d", r.CallID, r.Seq), exec: func(ctx context.Context, e execer) error {
-		_, err := e.ExecContext(ctx, `INSERT INTO call_actions
+	return &writeOp{what: fmt.Sprintf("add action run %s/%d", a.CallID, a.Seq), query: `INSERT INTO call_actions
 		(call_id, seq, flow_id, action_id, type, tm_start, tm_end, result, error)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			r.CallID, r.Seq, r.FlowID, r.ActionID, r.Type, r.TMStart.UnixMilli(), r.TMEnd.UnixMilli(), r.Result, r.Error)
-		if err != nil {
-			return fmt.Errorf("add action run %s/%d: %w", r.CallID, r.Seq, err)
-		}
-		return nil
-	}}
+		args: []any{a.CallID, a.Seq, a.FlowID, a.ActionID, a.Type, a.TMStart.UnixMilli(), a.TMEnd.UnixMilli(), a.Result, a.Error}}
 }
 
 // ListActionRuns returns what a call executed, in order.

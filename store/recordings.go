@@ -52,16 +52,9 @@ func (db *DB) createRecordingOp(r *Recording) *writeOp {
 	if r.Status == "" {
 		r.Status = RecordingActive
 	}
-	row := *r
-	return &writeOp{what: "create recording " + row.ID, exec: func(ctx context.Context, e execer) error {
-		_, err := e.ExecContext(ctx, `INSERT INTO recordings (`+recordingColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			row.ID, row.CallID, row.Path, row.Format, row.Channels, row.DurationMS, row.Status, row.Error,
-			row.TMStart.UnixMilli(), nullMillis(row.TMEnd))
-		if err != nil {
-			return fmt.Errorf("create recording %s: %w", row.ID, err)
-		}
-		return nil
-	}}
+	return &writeOp{what: "create recording " + r.ID, query: `INSERT INTO recordings (` + recordingColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		args: []any{r.ID, r.CallID, r.Path, r.Format, r.Channels, r.DurationMS, r.Status, r.Error,
+			r.TMStart.UnixMilli(), nullMillis(r.TMEnd)}}
 }
 
 // FinishRecording records how a recording ended.
@@ -76,17 +69,9 @@ func (db *DB) QueueFinishRecording(id, status, errMsg string, duration time.Dura
 
 func (db *DB) finishRecordingOp(id, status, errMsg string, duration time.Duration) *writeOp {
 	end := db.now().UTC().UnixMilli()
-	return &writeOp{what: "finish recording " + id, exec: func(ctx context.Context, e execer) error {
-		res, err := e.ExecContext(ctx, `UPDATE recordings SET status = ?, error = ?, duration_ms = ?, tm_end = ? WHERE id = ?`,
-			status, errMsg, duration.Milliseconds(), end, id)
-		if err != nil {
-			return fmt.Errorf("finish recording %s: %w", id, err)
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return fmt.Errorf("finish recording %s: %w", id, ErrNotFound)
-		}
-		return nil
-	}}
+	return &writeOp{what: "finish recording " + id,
+		query: `UPDATE recordings SET status = ?, error = ?, duration_ms = ?, tm_end = ? WHERE id = ?`,
+		args:  []any{status, errMsg, duration.Milliseconds(), end, id}, mustChange: true}
 }
 
 // ListRecordings returns a call's recordings, oldest first.

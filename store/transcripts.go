@@ -35,20 +35,12 @@ func putTranscriptTurnOp(t *TranscriptTurn) *writeOp {
 	if tools == "" || tools == "null" {
 		tools = "[]"
 	}
-	callID, idx, role, kind, text := t.CallID, t.Index, t.Role, t.Kind, t.Text
-	start, end, interrupted := nullMillis(t.TMStart), nullMillis(t.TMEnd), t.Interrupted
-	return &writeOp{what: fmt.Sprintf("put transcript turn %s/%d", callID, idx), exec: func(ctx context.Context, e execer) error {
-		_, err := e.ExecContext(ctx, `INSERT INTO transcript_turns
+	return &writeOp{what: fmt.Sprintf("put transcript turn %s/%d", t.CallID, t.Index), query: `INSERT INTO transcript_turns
 		(call_id, idx, role, kind, text, tm_start, tm_end, interrupted, tool_calls) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (call_id, idx) DO UPDATE SET role = excluded.role, kind = excluded.kind, text = excluded.text,
 			tm_start = excluded.tm_start, tm_end = excluded.tm_end, interrupted = excluded.interrupted,
 			tool_calls = excluded.tool_calls`,
-			callID, idx, role, kind, text, start, end, interrupted, tools)
-		if err != nil {
-			return fmt.Errorf("put transcript turn %s/%d: %w", callID, idx, err)
-		}
-		return nil
-	}}
+		args: []any{t.CallID, t.Index, t.Role, t.Kind, t.Text, nullMillis(t.TMStart), nullMillis(t.TMEnd), t.Interrupted, tools}}
 }
 
 // ListTranscript returns a call's turns in order.
@@ -85,15 +77,8 @@ func (db *DB) QueueTurnLatency(callID string, turn int, data json.RawMessage) {
 }
 
 func putTurnLatencyOp(callID string, turn int, data json.RawMessage) *writeOp {
-	text := string(data)
-	return &writeOp{what: fmt.Sprintf("put turn latency %s/%d", callID, turn), exec: func(ctx context.Context, e execer) error {
-		_, err := e.ExecContext(ctx, `INSERT INTO turn_latency (call_id, turn, data) VALUES (?, ?, ?)
-		ON CONFLICT (call_id, turn) DO UPDATE SET data = excluded.data`, callID, turn, text)
-		if err != nil {
-			return fmt.Errorf("put turn latency %s/%d: %w", callID, turn, err)
-		}
-		return nil
-	}}
+	return &writeOp{what: fmt.Sprintf("put turn latency %s/%d", callID, turn), query: `INSERT INTO turn_latency (call_id, turn, data) VALUES (?, ?, ?)
+		ON CONFLICT (call_id, turn) DO UPDATE SET data = excluded.data`, args: []any{callID, turn, string(data)}}
 }
 
 // ListTurnLatency returns a call's latency rows in turn order.

@@ -41,20 +41,20 @@ const (
 	closeRetryFor  = 30 * time.Second
 )
 
-// execer is what a queued write runs its statements on: the batch's
-// transaction.
-type execer interface {
-	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
-}
-
-// writeOp is one queued write. Everything it writes is computed when it is
-// queued (times included), so when it runs does not change what it says.
+// writeOp is one queued write: one statement and its arguments, all
+// computed when it is queued (times included), so when it runs does not
+// change what it says.
 type writeOp struct {
-	what string
+	what  string
+	query string // "" for a write that only marks its place (Sync)
+	args  []any
+	// mustChange: a statement that changes no row failed (ErrNotFound).
+	mustChange bool
 	// key, when set, names the row a write replaces whole (a call record):
 	// within one batch only the last write of a key runs.
-	key  string
-	exec func(ctx context.Context, e execer) error
+	key string
+	// exec, when set, runs instead of query (tests hold the writer with it).
+	exec func(ctx context.Context, tx *sql.Tx) error
 	// done, when set, receives the write's result (a synchronous write).
 	done   chan error
 	queued time.Time
@@ -80,6 +80,11 @@ type writer struct {
 	db  *DB
 	log *slog.Logger
 	q   chan *writeOp
+	// stmts holds each statement the writes use, prepared once on the
+	// writer connection: parsing it for every write was most of a write's
+	// cost. Only the writer goroutine (and writes after close) use it.
+	stmtMu sync.Mutex
+	stmts  map[string]*sql.Stmt
 
 	mu     sync.RWMutex // held shared while queueing, exclusively to close
 	closed bool
@@ -91,7 +96,8 @@ type writer struct {
 }
 
 func newWriter(db *DB) *writer {
-	w := &writer{db: db, log: slog.Default(), q: make(chan *writeOp, WriteQueueCapacity), done: make(chan struct{})}
+	w := &writer{db: db, log: slog.Default(), q: make(chan *writeOp, WriteQueueCapacity), done: make(chan struct{}),
+		stmts: map[string]*sql.Stmt{}}
 	go w.run()
 	return w
 }
@@ -121,6 +127,39 @@ func (w *writer) close() {
 	}
 	w.mu.Unlock()
 	<-w.done
+}
+
+// closeStmts releases the prepared statements; the writes that come after
+// run unprepared.
+func (w *writer) closeStmts() {
+	w.stmtMu.Lock()
+	defer w.stmtMu.Unlock()
+	for q, st := range w.stmts {
+		st.Close()
+		delete(w.stmts, q)
+	}
+	w.stmts = nil
+}
+
+// prepare returns query prepared on the writer connection, preparing it
+// the first time. It must be called outside a transaction: the pool has
+// one connection, which the transaction would hold. nil means unprepared
+// (the statement is then run as text, and its error reported there).
+func (w *writer) prepare(ctx context.Context, query string) *sql.Stmt {
+	w.stmtMu.Lock()
+	defer w.stmtMu.Unlock()
+	if w.stmts == nil {
+		return nil
+	}
+	if st, ok := w.stmts[query]; ok {
+		return st
+	}
+	st, err := w.db.w.PrepareContext(ctx, query)
+	if err != nil {
+		return nil
+	}
+	w.stmts[query] = st
+	return st
 }
 
 func (w *writer) run() {
@@ -172,6 +211,34 @@ func (w *writer) commit(batch []*writeOp, closing bool) {
 	}
 }
 
+// run executes op in tx, with st when the statement is prepared.
+func (op *writeOp) run(ctx context.Context, tx *sql.Tx, st *sql.Stmt) error {
+	if op.exec != nil {
+		return op.exec(ctx, tx)
+	}
+	if op.query == "" {
+		return nil
+	}
+	var res sql.Result
+	var err error
+	if st != nil {
+		res, err = tx.StmtContext(ctx, st).ExecContext(ctx, op.args...)
+	} else {
+		res, err = tx.ExecContext(ctx, op.query, op.args...)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", op.what, err)
+	}
+	if op.mustChange {
+		if n, err := res.RowsAffected(); err != nil {
+			return fmt.Errorf("%s: %w", op.what, err)
+		} else if n == 0 {
+			return fmt.Errorf("%s: %w", op.what, ErrNotFound)
+		}
+	}
+	return nil
+}
+
 // batchOpError is one write's failure inside a batch.
 type batchOpError struct{ err error }
 
@@ -179,12 +246,18 @@ func (e *batchOpError) Error() string { return e.err.Error() }
 func (e *batchOpError) Unwrap() error { return e.err }
 
 func (w *writer) tryBatch(ctx context.Context, live []*writeOp) error {
+	stmts := make([]*sql.Stmt, len(live))
+	for i, op := range live {
+		if op.query != "" {
+			stmts[i] = w.prepare(ctx, op.query)
+		}
+	}
 	tx, err := w.db.w.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
-	for _, op := range live {
-		if err := op.exec(ctx, tx); err != nil {
+	for i, op := range live {
+		if err := op.run(ctx, tx, stmts[i]); err != nil {
 			_ = tx.Rollback()
 			return &batchOpError{err}
 		}
@@ -332,7 +405,7 @@ func (db *DB) write(ctx context.Context, op *writeOp) error {
 // Sync waits until every write queued before it is committed, so that a
 // read after it sees them (the API reading its own writes).
 func (db *DB) Sync(ctx context.Context) error {
-	return db.write(ctx, &writeOp{what: "sync", exec: func(context.Context, execer) error { return nil }})
+	return db.write(ctx, &writeOp{what: "sync"})
 }
 
 // Backlogged reports that the write queue is filling faster than it is

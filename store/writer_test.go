@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"testing"
@@ -13,7 +14,7 @@ import (
 func blockWriter(t *testing.T, db *DB) (release func()) {
 	t.Helper()
 	started, gate := make(chan struct{}), make(chan struct{})
-	db.wr.enqueue(&writeOp{what: "block", exec: func(context.Context, execer) error {
+	db.wr.enqueue(&writeOp{what: "block", exec: func(context.Context, *sql.Tx) error {
 		close(started)
 		<-gate
 		return nil
@@ -141,13 +142,13 @@ func TestWriterRetriesPassingFailures(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	insert := op.exec
-	op.exec = func(ctx context.Context, e execer) error {
+	insert := *op
+	op.exec = func(ctx context.Context, tx *sql.Tx) error {
 		if fails > 0 {
 			fails--
 			return errors.New("disk I/O error") // not the row's fault
 		}
-		return insert(ctx, e)
+		return insert.run(ctx, tx, nil)
 	}
 	if err := db.write(ctx, op); err != nil {
 		t.Fatalf("write after passing failures: %v", err)

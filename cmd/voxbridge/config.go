@@ -127,7 +127,7 @@ var settings = []setting{
 	{"sip-source-burst", "VOXBRIDGE_SIP_SOURCE_BURST", "burst above --sip-source-rate (default 200)", func(c *serveConfig) *string { return &c.SIPSourceBurst }},
 	{"sip-ban", "VOXBRIDGE_SIP_BAN", "how long a source over its rate is ignored (default 10m)", func(c *serveConfig) *string { return &c.SIPBan }},
 	{"sip-trusted", "VOXBRIDGE_SIP_TRUSTED", "addresses/CIDRs exempt from the per-source rate, comma-separated (default 127.0.0.0/8,::1; \"none\": nobody); trunks always are", func(c *serveConfig) *string { return &c.SIPTrusted }},
-	{"sip-max-cps", "VOXBRIDGE_SIP_MAX_CPS", "new inbound calls per second (default 200; 0: no limit); more get 503", func(c *serveConfig) *string { return &c.SIPMaxCPS }},
+	{"sip-max-cps", "VOXBRIDGE_SIP_MAX_CPS", "new inbound calls per second (default 300; 0: no limit); more get 503", func(c *serveConfig) *string { return &c.SIPMaxCPS }},
 	{"sip-max-calls", "VOXBRIDGE_SIP_MAX_CALLS", "concurrent inbound calls (default 2000; 0: no limit); more get 503", func(c *serveConfig) *string { return &c.SIPMaxCalls }},
 	{"sip-max-goroutines", "VOXBRIDGE_SIP_MAX_GOROUTINES", "new calls get 503 while the process runs more goroutines (default 200000; 0: no limit)", func(c *serveConfig) *string { return &c.SIPMaxGoroutines }},
 	{"sip-retry-after", "VOXBRIDGE_SIP_RETRY_AFTER", "Retry-After of those 503s (default 5s)", func(c *serveConfig) *string { return &c.SIPRetryAfter }},
