@@ -206,6 +206,22 @@ func (c *Call) stop(reason store.HangupReason) {
 	_ = c.hangup(reason)
 }
 
+// closeRecord marks the record hung up by us for reason, unless it already
+// is, and reports whether it did. It is for calls the process must leave
+// without their flow finishing.
+func (c *Call) closeRecord(reason store.HangupReason) bool {
+	closed := false
+	c.update(func(r *store.Call) {
+		if r.Status == store.StatusHangup {
+			return
+		}
+		closed = true
+		r.Status, r.TMHangup = store.StatusHangup, now()
+		r.HangupBy, r.HangupReason = store.HangupByLocal, reason
+	})
+	return closed
+}
+
 // hangup ends the call from our side.
 func (c *Call) hangup(reason store.HangupReason) error {
 	c.setLocalReason(reason)

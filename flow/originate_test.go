@@ -274,6 +274,40 @@ func TestOriginateShutdownWhileDialing(t *testing.T) {
 	}
 }
 
+// A call stuck past the shutdown's grace (its dialing ignores the
+// cancel, like a peer that never answers our BYE) still gets a final
+// record before the store closes: hung up by us, for the shutdown.
+func TestShutdownClosesTheRecordsOfStuckCalls(t *testing.T) {
+	dialing, release := make(chan struct{}), make(chan struct{})
+	d := &fakeDialer{outcome: func(ctx context.Context, r sip.DialRequest) error {
+		close(dialing)
+		<-release
+		return &sip.DialError{Reason: store.ReasonCancel, Code: 487, Status: "Request Terminated"}
+	}}
+	ct, db, _ := originateController(t, d)
+	defer close(release)
+	rec, err := ct.Originate(context.Background(), OriginateRequest{To: "sip:bob@127.0.0.1:5090", Actions: inline})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-dialing
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // no grace at all
+	if err := ct.Shutdown(ctx); err == nil || !strings.Contains(err.Error(), "1 calls still live") {
+		t.Fatalf("Shutdown = %v, want the stuck call reported", err)
+	}
+	if err := db.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	f, err := db.GetCall(context.Background(), rec.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Status != store.StatusHangup || f.HangupBy != store.HangupByLocal || f.HangupReason != store.ReasonServerShutdown || f.TMHangup == nil {
+		t.Fatalf("record of the stuck call: %+v", f)
+	}
+}
+
 // Without a dialer nothing is placed, and the request is still checked
 // first; inline actions are refused with their index and field.
 func TestOriginateRefusals(t *testing.T) {
