@@ -463,21 +463,18 @@ func (c *Call) echo(ctx context.Context, d time.Duration, endOnDTMF bool) error 
 	if endOnDTMF {
 		digits = c.digits
 	}
-	frames := c.stream.Frames()
+	// The stream's clock echoes; this goroutine only waits for the end.
+	c.stream.Echo(true)
 	defer c.stream.Flush()
-	for {
-		select {
-		case f, ok := <-frames:
-			if !ok {
-				return nil
-			}
-			c.stream.Enqueue(f)
-		case <-digits:
-			return nil
-		case <-t.C:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	defer c.stream.Echo(false)
+	select {
+	case <-c.stream.Done():
+		return nil
+	case <-digits:
+		return nil
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }

@@ -101,6 +101,11 @@ func (s *Stream) pullFrame(at time.Time) []int16 {
 		return nil
 	}
 	f := s.gate.inFrame(s.rx.Pull(at))
+	if s.echo.Load() {
+		copy(s.echoFrame[:], f)
+		s.echoHave = true
+		return f
+	}
 	s.deliver(slices.Clone(f))
 	return f
 }

@@ -188,6 +188,10 @@ func (s *Stream) tick(sched time.Time) []int16 {
 				s.queue = s.queue[1:]
 			}
 		}
+		if n == 0 && s.echoHave && s.echo.Load() {
+			n = copy(t.frame[:], s.echoFrame[:])
+		}
+		s.echoHave = false
 		clear(t.frame[n:])
 		codec = s.codec // SetCodec changes it under s.mu
 		pt = codec.PayloadType

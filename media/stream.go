@@ -143,6 +143,12 @@ type Stream struct {
 	tx  txState     // clock only
 	clk streamClock // clock only
 
+	// echo sends each inbound frame back from the clock (Echo); echoFrame
+	// holds the one pulled at the last tick, clock only.
+	echo      atomic.Bool
+	echoFrame [FrameSamples]int16
+	echoHave  bool
+
 	logMu     sync.Mutex
 	dropLogAt time.Time
 	dropsLog  int
@@ -391,6 +397,13 @@ func (s *Stream) Done() <-chan struct{} { return s.done }
 // blocks on it: when the consumer is slow the oldest frame is dropped and
 // counted.
 func (s *Stream) Frames() <-chan []int16 { return s.frames }
+
+// Echo, while on, sends the peer back what it sends, frame by frame, from
+// the stream's own clock: each inbound frame (after the jitter buffer, as
+// Frames would have it) goes out at the next tick, 20 ms later, unless
+// queued audio is playing. Frames gets nothing meanwhile. Done on the clock,
+// an echo call costs no goroutine wake-up, channel send or copy per frame.
+func (s *Stream) Echo(on bool) { s.echo.Store(on) }
 
 // DTMF delivers received digits, one per RFC 4733 event, as soon as the
 // event's first packet arrives. Closed when the stream ends.

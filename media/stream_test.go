@@ -738,3 +738,42 @@ func TestCloseDrainsJitterBuffer(t *testing.T) {
 		t.Errorf("%d of 10 tone frames delivered", n)
 	}
 }
+
+// With Echo on, B's clock sends A's tone back to A (and B's Frames gets
+// nothing); with it off again, A hears B's silence.
+func TestEchoFromTheClock(t *testing.T) {
+	a, b := rtptest.Pair(t, media.PCMU, 101)
+	b.Echo(true)
+	a.Enqueue(media.Tone(1000, 2*time.Second, 0.5))
+	var got []int16
+	for i := 0; len(got) < 20*media.FrameSamples; i++ {
+		if i > 500 {
+			t.Fatal("A never heard its tone echoed")
+		}
+		if f := nextFrame(t, a); isTone(f) {
+			got = append(got, f...)
+		}
+	}
+	if f := media.DominantFrequency(got, 300, 3400, 10); f != 1000 {
+		t.Errorf("echo's dominant frequency %v, want 1000", f)
+	}
+	if n := len(b.Frames()); n != 0 {
+		t.Errorf("B's Frames got %d frames while echoing", n)
+	}
+	if d := b.Stats().FramesDropped; d != 0 {
+		t.Errorf("%d frames counted dropped while echoing", d)
+	}
+	b.Echo(false)
+	a.Flush()
+	silent := 0
+	for i := 0; silent < 10; i++ {
+		if i > 500 {
+			t.Fatal("A still hears audio after the echo stopped")
+		}
+		if isSilent(nextFrame(t, a)) {
+			silent++
+		} else {
+			silent = 0
+		}
+	}
+}
