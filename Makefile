@@ -4,7 +4,7 @@ BIN     ?= bin/voxbridge
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: build run test interop bench lint fuzz soak clean
+.PHONY: build run test interop bench bench-compare lint fuzz soak clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/voxbridge
@@ -23,6 +23,13 @@ interop: build
 
 bench:
 	$(GO) test -run=NONE -bench=. -benchmem ./...
+
+# The same SIPp load against voxbridge and an echo server built on diago
+# (bench/diago-echo, its own module), one after the other on loopback:
+# failed calls, CPU seconds, peak RSS and the ratios. 4-8 minutes (runs
+# disturbed by other work are repeated); LOADS="200:50" for a quick check.
+bench-compare:
+	GO=$(GO) ./bench/compare.sh
 
 lint:
 	$(GO) vet ./...
