@@ -400,6 +400,9 @@ func sipProtection(cfg serveConfig) (sip.ProtectConfig, net.Listener, error) {
 // listenSIP opens UDP on addr and TCP on the same port, so one address
 // serves both. With port 0 the kernel picks a UDP port whose TCP twin may
 // be taken by someone else: then it tries another.
+// sipUDPReadBuffer is the SIP UDP socket's receive buffer.
+const sipUDPReadBuffer = 4 << 20
+
 func listenSIP(addr, host string) (net.PacketConn, net.Listener, error) {
 	_, port, _ := net.SplitHostPort(addr)
 	for attempt := 0; ; attempt++ {
@@ -407,6 +410,11 @@ func listenSIP(addr, host string) (net.PacketConn, net.Listener, error) {
 		if err != nil {
 			return nil, nil, fmt.Errorf("sip udp listen %s: %w", addr, err)
 		}
+		// One socket takes every phone's SIP: with the kernel's default
+		// buffer (about 200 KB) a second's burst of INVITEs at 200 calls/s
+		// on a busy machine overflowed it, and the lost ACKs and BYEs left
+		// calls hanging. The kernel caps this at net.core.rmem_max.
+		_ = udp.(*net.UDPConn).SetReadBuffer(sipUDPReadBuffer)
 		tcp, err := net.Listen("tcp", net.JoinHostPort(host, fmt.Sprint(udp.LocalAddr().(*net.UDPAddr).Port)))
 		if err == nil {
 			return udp, tcp, nil
