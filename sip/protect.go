@@ -850,8 +850,12 @@ func addrURI(v string) string {
 // a From or To value (after its <URI>, or its first ";" without one),
 // joining folded lines, and adds an empty tag to a From without one. It
 // reports whether the value changed.
+// unfold turns a header's folded lines into one (a Replacer is safe for
+// concurrent use, and building one per header cost an allocation each).
+var unfold = strings.NewReplacer("\r\n", " ", "\n", " ")
+
 func fixAddrValue(value string, isFrom bool) (string, bool) {
-	v := strings.TrimSpace(strings.NewReplacer("\r\n", " ", "\n", " ").Replace(value))
+	v := strings.TrimSpace(unfold.Replace(value))
 	paramsAt := -1
 	inQuote := false
 	for i := 0; i < len(v) && paramsAt < 0; i++ {
