@@ -258,6 +258,11 @@ func TestCallActionRecording(t *testing.T) {
 	if _, err := ct.CallAction(ctx, c.ID(), CallAction{Action: ActionRecordingStop}); err != nil {
 		t.Fatal(err)
 	}
+	// The row is written through the store's queue; the API syncs it
+	// before answering, as this does.
+	if err := ct.cfg.Store.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
 	rec, err := ct.cfg.Store.GetRecording(ctx, st.RecordingID)
 	if err != nil {
 		t.Fatal(err)
