@@ -183,10 +183,16 @@ func (s *Server) guard(rt route) http.Handler {
 		if rt.body != nil {
 			r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
 		}
-		if rt.method != http.MethodGet {
-			// Calls write their records through the store's queue; the
-			// answer waits for them so the client's next GET sees them.
+		// Calls write their records through the store's queue. A change
+		// answers once its writes are committed, so the client's next GET
+		// sees them; a read of calls first commits what is queued, so a
+		// client that saw an event (call.hangup) reads the record it
+		// announced.
+		switch {
+		case rt.method != http.MethodGet:
 			w = &syncingWriter{ResponseWriter: w, sync: func() { s.syncStore(r.Context()) }}
+		case strings.HasPrefix(rt.path, "/v1/calls") && !rt.queryAuth: // not the media websocket
+			s.syncStore(r.Context())
 		}
 		rt.h(w, r)
 	})

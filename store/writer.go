@@ -243,6 +243,16 @@ func (w *writer) commit(batch []*writeOp, closing bool) {
 	}
 }
 
+// onlyMarks reports whether ops write nothing (Sync's place markers).
+func onlyMarks(ops []*writeOp) bool {
+	for _, op := range ops {
+		if op.query != "" || op.exec != nil {
+			return false
+		}
+	}
+	return true
+}
+
 // run executes op in tx, with st when the statement is prepared.
 func (op *writeOp) run(ctx context.Context, tx *sql.Tx, st *sql.Stmt) error {
 	if op.exec != nil {
@@ -278,6 +288,9 @@ func (e *batchOpError) Error() string { return e.err.Error() }
 func (e *batchOpError) Unwrap() error { return e.err }
 
 func (w *writer) tryBatch(ctx context.Context, live []*writeOp) error {
+	if onlyMarks(live) {
+		return nil // Syncs alone: nothing to write
+	}
 	stmts := make([]*sql.Stmt, len(live))
 	for i, op := range live {
 		if op.query != "" {
