@@ -599,9 +599,7 @@ func (s *Session) deadlines() []time.Time {
 	if u := s.user; u != nil {
 		d = append(d, u.deadline(s))
 	}
-	if b := s.barge; b != nil && b.committed {
-		d = append(d, b.resumeAt)
-	}
+	d = append(d, s.resumeDeadline())
 	if r := s.reply; r != nil {
 		d = append(d, r.fillerAt)
 	}
@@ -640,7 +638,7 @@ func (s *Session) checkTimers(now time.Time) {
 	if r := s.reply; r != nil && due(r.fillerAt, now) {
 		s.onFillerDue(r)
 	}
-	if b := s.barge; b != nil && b.committed && due(b.resumeAt, now) {
+	if due(s.resumeDeadline(), now) {
 		s.maybeResume()
 	}
 	s.checkEndpoint(now)

@@ -601,11 +601,17 @@ func (s *Session) confirmBargeIn() {
 }
 
 // maybeResume resumes the agent where it was cut when the interruption
-// brought no words.
+// brought no words. With a recognizer that answers only after the speech
+// (per-utterance transcription), the words come well after the resume
+// timer: the decision waits for them, up to STTFinalTimeout, or the
+// caller's question would be talked over and lost.
 func (s *Session) maybeResume() {
 	u := s.user
 	if u != nil && u.speaking {
 		return // decide once the caller stops
+	}
+	if u != nil && u.waitsForFinal() && !due(u.finalizeAt.Add(s.opt.STTFinalTimeout), s.now()) {
+		return
 	}
 	if u != nil && contentWords(u.text(), s.def.BargeIn.BackchannelWords) > 0 {
 		s.confirmBargeIn()
@@ -614,6 +620,29 @@ func (s *Session) maybeResume() {
 	s.barge = nil
 	s.user = nil
 	s.resumeHeld()
+}
+
+// resumeDeadline is when maybeResume must next look at a committed
+// barge-in: the resume timer, or later the bounded wait for the
+// interruption's transcript; none while the caller is still speaking (the
+// end of their speech decides).
+func (s *Session) resumeDeadline() time.Time {
+	b, u := s.barge, s.user
+	if b == nil || !b.committed {
+		return time.Time{}
+	}
+	if u == nil {
+		return b.resumeAt
+	}
+	if u.speaking {
+		return time.Time{}
+	}
+	if u.waitsForFinal() {
+		if f := u.finalizeAt.Add(s.opt.STTFinalTimeout); f.After(b.resumeAt) {
+			return f
+		}
+	}
+	return b.resumeAt
 }
 
 // resumeHeld plays the held speeches on from exactly where they paused:

@@ -1,0 +1,100 @@
+package agent_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/voxbridge/voxbridge/agent"
+	"github.com/voxbridge/voxbridge/agent/agenttest"
+	"github.com/voxbridge/voxbridge/agent/fake"
+	"github.com/voxbridge/voxbridge/agent/openai"
+)
+
+// Tests here run the session with the real provider clients against the
+// fakes in agent/fake, which speak the providers' wire protocols.
+
+// issueLatency are the stand-in's latencies of issue 17's measurements.
+var issueLatency = fake.OpenAILatency{
+	ChatFirstToken:   300 * time.Millisecond,
+	ChatTokenGap:     15 * time.Millisecond,
+	Transcribe:       200 * time.Millisecond,
+	SpeechFirstAudio: 150 * time.Millisecond,
+}
+
+// openAIHarness is a harness whose STT, LLM and TTS are the OpenAI clients
+// talking to a fake OpenAI server scripted by script.
+func openAIHarness(t *testing.T, def agent.Definition, script fake.OpenAIScript) (*harness, *fake.OpenAI) {
+	t.Helper()
+	f := fake.NewOpenAI(t, script)
+	cfg := openai.Config{BaseURL: f.URL}
+	stt, err := openai.NewSTT(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	llm, err := openai.NewLLM(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tts, err := openai.NewTTS(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, def)
+	h.providers = &agent.Providers{STT: stt, LLM: llm, TTS: tts}
+	return h, f
+}
+
+// The caller asks a question over the agent's reply with a transcription
+// that is not streaming (one upload per utterance, no partials). The
+// question is longer than the barge-in minimum plus the resume delay, so
+// the resume timer is long due when the caller stops, and the transcript
+// comes 200 ms after that: the agent must wait for it, not resume its old
+// reply and drop the question (issue 17).
+func TestBargeInQuestionWithUtteranceSTTReachesTheModel(t *testing.T) {
+	t.Parallel()
+	def := baseDef()
+	def.StartingMessage = ""
+	const question = "Wait, can you tell me when it will arrive?"
+	h, f := openAIHarness(t, def, fake.OpenAIScript{
+		Latency: issueLatency,
+		Transcripts: []fake.TranscriptReply{
+			{Text: "I would like to check the status of my order."},
+			{Text: question},
+		},
+		Chat: []fake.ChatReply{
+			{Text: longReply},
+			{Text: "It will arrive tomorrow morning."},
+		},
+	})
+	h.start()
+	h.call.Say(agenttest.Speech(time.Second))
+	first := h.agentStarted(0)
+	h.waitFor("reply playing", func() bool { return h.call.Now().Sub(first) >= time.Second })
+	h.call.Say(agenttest.Speech(2300 * time.Millisecond))
+	h.waitFor("the question's answer", func() bool {
+		for _, tt := range h.turns() {
+			if tt.Kind == agent.KindReply && tt.Final && strings.HasPrefix(tt.Text, "It will arrive") {
+				return true
+			}
+		}
+		return false
+	})
+	res := h.hangup()
+	var users []string
+	for _, tt := range res.Transcript {
+		if tt.Role == agent.RoleUser {
+			users = append(users, tt.Text)
+		}
+	}
+	if len(users) != 2 || users[1] != question {
+		t.Errorf("caller turns %q, want the question second; transcript %q", users, textsOf(res.Transcript))
+	}
+	reqs := f.ChatRequests()
+	if len(reqs) != 2 || reqs[1].LastUserText() != question {
+		t.Fatalf("%d chat requests; the model never saw the question", len(reqs))
+	}
+	if kinds := bargeInKinds(h); strings.Contains(kinds, "resume") {
+		t.Errorf("barge-in events %q: the agent resumed over the question", kinds)
+	}
+}
