@@ -82,7 +82,9 @@ func (s *Session) onSpeechEnd(at time.Time) {
 	u.speechEnd = at
 	u.awaitingFinal = true
 	u.finalizeAt = s.now()
-	s.stt.finalize()
+	if !s.utterances {
+		s.stt.finalize() // an utterance recognizer's was sent with its last frame
+	}
 	// The final transcript may have come before the VAD's hangover ran out.
 	s.maybeSpeculate()
 	if b := s.barge; b != nil && !b.committed {
@@ -97,7 +99,11 @@ func (s *Session) onSpeechEnd(at time.Time) {
 
 // onSTTEvent handles the recognizer's events.
 func (s *Session) onSTTEvent(ev STTEvent) {
-	if s.ending != nil || s.failure != nil {
+	if s.failure != nil {
+		return
+	}
+	if s.ending != nil {
+		s.onWordsWhileEnding(ev)
 		return
 	}
 	now := s.now()
@@ -112,14 +118,8 @@ func (s *Session) onSTTEvent(ev STTEvent) {
 	case STTFinal:
 		text := strings.TrimSpace(ev.Text)
 		if u == nil {
-			if text == "" || contentWords(text, s.def.BargeIn.BackchannelWords) == 0 || s.reply != nil || len(s.playing) > 0 {
-				return
-			}
-			// Words the VAD did not catch (very soft speech): a turn all the same.
-			u = newUserTurn(now)
-			u.speechEnd = now
-			s.user = u
-			s.callerActive(now)
+			s.onLateFinal(text, now)
+			return
 		}
 		if text != "" {
 			u.finals = append(u.finals, text)
@@ -153,6 +153,90 @@ func (s *Session) onSTTEvent(ev STTEvent) {
 			s.onBargeInEnd() // its words are in and did not interrupt
 		}
 	}
+}
+
+// onWordsWhileEnding keeps what the caller says over a goodbye or a
+// transfer's announcement: the conversation is over, but its record (and
+// the history, should the transfer fail and the model speak again) holds
+// every word.
+func (s *Session) onWordsWhileEnding(ev STTEvent) {
+	text := strings.TrimSpace(ev.Text)
+	if ev.Type != STTFinal || contentWords(text, s.def.BargeIn.BackchannelWords) == 0 || s.echoOfAgent(text, s.now()) {
+		return
+	}
+	now := s.now()
+	s.addTurn(Turn{Role: RoleUser, Kind: KindSpeech, Text: text, Start: now, End: now, Final: true})
+	s.history = append(s.history, Message{Role: RoleUser, Content: text})
+}
+
+// onLateFinal takes words that came with no caller turn open: speech the
+// VAD did not catch (very soft), speech the agent resumed over because its
+// transcript was late, speech too short to interrupt, or speech at the
+// agent's start that the echo guard set aside. Words the caller said
+// become a turn the model sees whatever the agent is doing: it stops and
+// answers them. Only backchannels and the agent's own echo are dropped.
+func (s *Session) onLateFinal(text string, now time.Time) {
+	if contentWords(text, s.def.BargeIn.BackchannelWords) == 0 {
+		return
+	}
+	if s.echoOfAgent(text, now) {
+		s.log.Debug("agent transcript dropped as echo of the agent", "text", text)
+		return
+	}
+	u := newUserTurn(now)
+	u.finals = []string{text}
+	u.speechEnd, u.finalAt = now, now
+	s.callerActive(now)
+	if s.agentAudible() || s.barge != nil || s.reply != nil || len(s.playing) > 0 {
+		// As a confirmed barge-in: cut to what was heard.
+		s.barge = nil
+		s.interruptAgent(false)
+		s.cancelReply()
+		s.emit(Event{Type: EventBargeIn, Text: "confirmed"})
+	}
+	s.user = u
+	s.emit(Event{Type: EventPartial, Text: text})
+	if s.vad.Speaking() {
+		return // the endpoint decides once the caller stops
+	}
+	// The speech ended before its transcript came: no more silence to wait.
+	s.commitUserTurn(u, text, now)
+}
+
+// echoWindow is how long after the agent fell silent a transcript can
+// still be its echo (the recognizer's own delay included).
+const echoWindow = 3 * time.Second
+
+// echoOfAgent reports whether text is most likely the agent's own voice
+// coming back: at least three words, nearly all of them words the agent
+// was saying or said moments ago. A caller repeating a word or two of the
+// agent's is not taken for echo.
+func (s *Session) echoOfAgent(text string, now time.Time) bool {
+	w := words(text)
+	if len(w) < 3 {
+		return false
+	}
+	said := map[string]bool{}
+	add := func(t string) {
+		for _, x := range words(t) {
+			said[x] = true
+		}
+	}
+	for _, sp := range s.playing {
+		add(sp.text.String())
+	}
+	for _, r := range s.recentSpeech {
+		if now.Sub(r.end) <= echoWindow {
+			add(r.text)
+		}
+	}
+	n := 0
+	for _, x := range w {
+		if said[x] {
+			n++
+		}
+	}
+	return n*5 >= len(w)*4
 }
 
 // checkEndpoint commits the caller's turn once the silence after it is long

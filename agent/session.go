@@ -251,6 +251,9 @@ type Session struct {
 	reply   *replyTurn
 	barge   *bargeIn
 	playing []*speech
+	// recentSpeech is what the agent said last, to tell its echo from the
+	// caller in transcripts that come late.
+	recentSpeech []spokenText
 	// agentSince is when the current stretch of agent audio started (for
 	// the echo guard); zero when the agent is silent.
 	agentSince time.Time
@@ -577,7 +580,10 @@ func (s *Session) onFrame(f []int16) {
 	switch ev.Type {
 	case vad.SpeechStart:
 		s.onSpeechStart(at)
-		if s.utterances && !s.segIgnored {
+		// Segments set aside for turn-taking (the echo guard, an ending)
+		// are transcribed all the same: the caller may be talking, and
+		// their words are judged when they come (onLateFinal).
+		if s.utterances && s.failure == nil {
 			for _, p := range s.preroll {
 				s.stt.write(p)
 			}
@@ -585,6 +591,9 @@ func (s *Session) onFrame(f []int16) {
 		}
 		s.preroll = s.preroll[:0]
 	case vad.SpeechEnd:
+		if s.feeding {
+			s.stt.finalize()
+		}
 		s.onSpeechEnd(at)
 		s.feeding = false
 	}

@@ -493,7 +493,7 @@ func TestEchoGuardIgnoresSpeechRightAfterAgentStarts(t *testing.T) {
 	def.StartingMessage = ""
 	def.BargeIn.EchoGuardMS = 800
 	h := newHarness(t, def)
-	h.stt.Script = []agenttest.Utterance{{Text: "What times do you have?"}, {Text: "echo of the agent"}}
+	h.stt.Script = []agenttest.Utterance{{Text: "What times do you have?"}, {Text: "We have tables at six,"}} // the agent's own words coming back
 	h.llm.Script = []agenttest.Reply{{Text: longReply}}
 	h.start()
 	h.call.Say(agenttest.Speech(time.Second))

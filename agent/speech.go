@@ -333,8 +333,20 @@ func (s *Session) reap() {
 	}
 }
 
+// spokenText is a speech the agent finished, for echo detection.
+type spokenText struct {
+	text string
+	end  time.Time
+}
+
 // speechDone closes a speech's part of the transcript.
 func (s *Session) speechDone(sp *speech, at time.Time) {
+	if t := sp.text.String(); t != "" {
+		s.recentSpeech = append(s.recentSpeech, spokenText{t, at})
+		if len(s.recentSpeech) > 4 {
+			s.recentSpeech = slices.Delete(s.recentSpeech, 0, 1)
+		}
+	}
 	if sp.turn >= 0 && sp.round == nil {
 		t := &s.turns[sp.turn]
 		t.End = at

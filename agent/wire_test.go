@@ -98,3 +98,116 @@ func TestBargeInQuestionWithUtteranceSTTReachesTheModel(t *testing.T) {
 		t.Errorf("barge-in events %q: the agent resumed over the question", kinds)
 	}
 }
+
+// finalReplyStarting waits for a final reply turn beginning with prefix.
+func (h *harness) finalReplyStarting(prefix string) {
+	h.t.Helper()
+	h.waitFor("a reply starting "+prefix, func() bool {
+		for _, tt := range h.turns() {
+			if tt.Kind == agent.KindReply && tt.Final && strings.HasPrefix(tt.Text, prefix) {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+func userTexts(ts []agent.Turn) []string {
+	var out []string
+	for _, tt := range ts {
+		if tt.Role == agent.RoleUser {
+			out = append(out, tt.Text)
+		}
+	}
+	return out
+}
+
+// When the transcript of an interruption is later than the bounded wait,
+// the agent resumes; the words that come after still become a turn: the
+// agent stops again and answers them.
+func TestWordsAfterResumeStillBecomeATurn(t *testing.T) {
+	t.Parallel()
+	def := baseDef()
+	def.StartingMessage = ""
+	const question = "Wait, can you tell me when it will arrive?"
+	h, f := openAIHarness(t, def, fake.OpenAIScript{
+		Latency: issueLatency,
+		Transcripts: []fake.TranscriptReply{
+			{Text: "I would like to check the status of my order."},
+			{Text: question, Delay: 1500 * time.Millisecond},
+		},
+		Chat: []fake.ChatReply{{Text: longReply}, {Text: "It will arrive tomorrow morning."}},
+	})
+	h.opt.STTFinalTimeout = 400 * time.Millisecond
+	h.start()
+	h.call.Say(agenttest.Speech(time.Second))
+	first := h.agentStarted(0)
+	h.waitFor("reply playing", func() bool { return h.call.Now().Sub(first) >= time.Second })
+	h.call.Say(agenttest.Speech(2300 * time.Millisecond))
+	h.finalReplyStarting("It will arrive")
+	res := h.hangup()
+	if u := userTexts(res.Transcript); len(u) != 2 || u[1] != question {
+		t.Errorf("caller turns %q; transcript %q", u, textsOf(res.Transcript))
+	}
+	if reqs := f.ChatRequests(); len(reqs) != 2 || reqs[1].LastUserText() != question {
+		t.Fatalf("%d chat requests; the model never saw the question", len(reqs))
+	}
+	if kinds := bargeInKinds(h); kinds != "pause,flush,resume,confirmed" {
+		t.Errorf("barge-in events %q, want the resume, then the late words confirming", kinds)
+	}
+	// The old reply was cut where the late words stopped it.
+	if r := res.Transcript[1]; !r.Interrupted || r.Text == longReply {
+		t.Errorf("first reply %+v, want it cut", r)
+	}
+}
+
+// The caller talks at the very start of the greeting, inside the echo
+// guard: not a barge-in, but the words are still transcribed and become
+// the first turn (the greeting stops for them).
+func TestSpeechOverGreetingBecomesATurn(t *testing.T) {
+	t.Parallel()
+	def := baseDef()
+	def.BargeIn.EchoGuardMS = 2000 // the whole question falls inside it
+	const question = "Hi, is the shop open on Sunday?"
+	h, f := openAIHarness(t, def, fake.OpenAIScript{
+		Latency:     issueLatency,
+		Transcripts: []fake.TranscriptReply{{Text: question}},
+		Chat:        []fake.ChatReply{{Text: "Yes, from ten to four."}},
+	})
+	h.start()
+	h.agentStarted(0)
+	h.call.Say(agenttest.Speech(1200 * time.Millisecond))
+	h.finalReplyStarting("Yes, from ten")
+	res := h.hangup()
+	if u := userTexts(res.Transcript); len(u) != 1 || u[0] != question {
+		t.Errorf("caller turns %q; transcript %q", u, textsOf(res.Transcript))
+	}
+	if reqs := f.ChatRequests(); len(reqs) != 1 || reqs[0].LastUserText() != question {
+		t.Fatalf("the model never saw the question (%d requests)", len(reqs))
+	}
+}
+
+// A transcript of the agent's own words (its echo, transcribed) is not a
+// caller turn.
+func TestEchoTranscriptIsNotATurn(t *testing.T) {
+	t.Parallel()
+	def := baseDef()
+	def.BargeIn.EchoGuardMS = 2000
+	h, f := openAIHarness(t, def, fake.OpenAIScript{
+		Latency:     issueLatency,
+		Transcripts: []fake.TranscriptReply{{Text: "Hello, how can I help?"}},
+	})
+	h.start()
+	h.agentStarted(0)
+	h.call.Say(agenttest.Speech(800 * time.Millisecond))
+	h.waitFor("the transcription", func() bool { return len(f.Transcriptions()) == 1 })
+	h.waitFinalTurns(1)
+	h.waitListening()
+	res := h.hangup()
+	if len(res.Transcript) != 1 || res.Transcript[0].Interrupted {
+		t.Errorf("transcript %q", textsOf(res.Transcript))
+	}
+	if n := len(f.ChatRequests()); n != 0 {
+		t.Errorf("%d chat requests for the agent's own echo", n)
+	}
+}
