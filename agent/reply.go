@@ -248,9 +248,10 @@ func (s *Session) checkEndpoint(now time.Time) {
 	}
 	if u.tentative {
 		// Speech over the agent that did not interrupt: once its words are
-		// in (or overdue) it is forgotten.
+		// in (or overdue) it is forgotten, unless they are words.
 		if s.barge == nil && !u.speaking && due(u.deadline(s), now) {
 			s.user = nil
+			s.onLateFinal(u.text(), now)
 		}
 		return
 	}

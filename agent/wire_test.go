@@ -211,3 +211,34 @@ func TestEchoTranscriptIsNotATurn(t *testing.T) {
 		t.Errorf("%d chat requests for the agent's own echo", n)
 	}
 }
+
+// An upload that fails is retried on the recognizer's next stream with the
+// same audio: the failure costs time, not the caller's words.
+func TestFailedTranscriptionIsRetriedWithTheSameWords(t *testing.T) {
+	t.Parallel()
+	def := baseDef()
+	def.StartingMessage = ""
+	const said = "I would like to check the status of my order."
+	h, f := openAIHarness(t, def, fake.OpenAIScript{
+		Latency: issueLatency,
+		Transcripts: []fake.TranscriptReply{
+			{Fault: fake.OpenAIFault{Status: 503, Message: "overloaded"}},
+			{Text: said},
+		},
+		Chat: []fake.ChatReply{{Text: "Let me look that up."}},
+	})
+	h.start()
+	h.call.Say(agenttest.Speech(1500 * time.Millisecond))
+	h.finalReplyStarting("Let me look")
+	res := h.hangup()
+	if u := userTexts(res.Transcript); len(u) != 1 || u[0] != said {
+		t.Errorf("caller turns %q", u)
+	}
+	tr := f.Transcriptions()
+	if len(tr) != 2 || len(tr[0].Audio) != len(tr[1].Audio) {
+		t.Fatalf("%d transcriptions; want the same utterance twice", len(tr))
+	}
+	if res.Failure != nil {
+		t.Errorf("failure %+v", res.Failure)
+	}
+}

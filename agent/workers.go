@@ -366,6 +366,32 @@ type sttConn struct {
 	stopped bool
 	wake    chan struct{}
 	dropped int
+	// unanswered (an utterance recognizer's, owned by the worker) holds
+	// what was written since the last final: each Finalize's utterance
+	// until its transcript comes. A new stream after a failure gets them
+	// again, so an upload that failed costs time, not the caller's words.
+	unanswered []sttOp
+}
+
+// maxUnanswered bounds the audio kept for a retry (30 s).
+const maxUnanswered = 1500
+
+// sent notes ops written to an utterance recognizer.
+func (c *sttConn) sent(ops []sttOp) {
+	c.unanswered = append(c.unanswered, ops...)
+	if n := len(c.unanswered) - maxUnanswered; n > 0 {
+		c.unanswered = slices.Delete(c.unanswered, 0, n)
+	}
+}
+
+// answered drops the oldest utterance: its final came.
+func (c *sttConn) answered() {
+	for i, op := range c.unanswered {
+		if op.frame == nil {
+			c.unanswered = slices.Delete(c.unanswered, 0, i+1)
+			return
+		}
+	}
 }
 
 // sttOp is a frame to write, or (nil frame) a Finalize.
@@ -467,6 +493,23 @@ func (s *Session) sttAttempt(ctx context.Context, c *sttConn) (progress bool, er
 	stream := v.(STTStream)
 	defer stream.Close()
 	events := stream.Events()
+	write := func(ops []sttOp) error {
+		for _, op := range ops {
+			var err error
+			if op.frame == nil {
+				err = stream.Finalize()
+			} else {
+				err = stream.Write(op.frame)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := write(c.unanswered); err != nil {
+		return progress, err, false
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -479,15 +522,11 @@ func (s *Session) sttAttempt(ctx context.Context, c *sttConn) (progress bool, er
 			if restart {
 				return progress, errSTTHung, true
 			}
-			for _, op := range ops {
-				if op.frame == nil {
-					err = stream.Finalize()
-				} else {
-					err = stream.Write(op.frame)
-				}
-				if err != nil {
-					return progress, err, false
-				}
+			if s.utterances {
+				c.sent(ops)
+			}
+			if err := write(ops); err != nil {
+				return progress, err, false
 			}
 		case ev, ok := <-events:
 			if !ok {
@@ -502,6 +541,9 @@ func (s *Session) sttAttempt(ctx context.Context, c *sttConn) (progress bool, er
 			}
 			if ev.Type == STTFinal && ev.Text != "" {
 				progress = true
+			}
+			if ev.Type == STTFinal && s.utterances {
+				c.answered()
 			}
 			if !s.post(ctx, func() { s.onSTTEvent(ev) }) {
 				return progress, nil, false
