@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"slices"
 	"strings"
 	"time"
@@ -32,6 +33,9 @@ type speech struct {
 	// waitFiller: a filler said because the model was slow to start; the
 	// reply's latency is measured to the reply itself, not to it.
 	waitFiller bool
+
+	// stopTTS ends the synthesis of a canned phrase.
+	stopTTS func()
 
 	itemID string // the realtime model's item it voices
 	turn   int    // transcript index of the agent turn this belongs to
@@ -122,20 +126,29 @@ func (s *Session) ttsOptions() TTSOptions {
 
 // say speaks a canned phrase: from the cache at once, or rendered by the
 // TTS (and cached for the next call).
-func (s *Session) say(kind, text string) {
+func (s *Session) say(kind, text string) { s.sayWith(kind, text, false) }
+
+// sayWith is say; with builtin, the built-in apology stands in when the TTS
+// fails. It returns the speech, nil when nothing can say it.
+func (s *Session) sayWith(kind, text string, builtin bool) *speech {
 	if pcm, ok := s.cache.Get(s.cacheKey(text)); ok {
 		s.playCanned(kind, text, pcm)
-		return
+		return nil
 	}
 	if s.p.TTS == nil {
 		// Nothing can say it (a realtime agent without a TTS): it is not
 		// said, and not put in the transcript as if it had been.
 		s.log.Info("agent phrase skipped: no TTS", "kind", kind)
-		return
+		return nil
 	}
 	sp := s.newSpeech(kind, text)
 	key := s.cacheKey(text)
-	tc := s.startTTS(s.ctx, func(ch TTSChunk) {
+	ctx, cancel := context.WithCancel(s.ctx)
+	sp.stopTTS = cancel
+	tc := s.startTTS(ctx, func(ch TTSChunk) {
+		if sp.complete {
+			return // replaced by the built-in apology
+		}
 		sp.addAudio(ch.PCM, ch.Words)
 		if ch.Final {
 			sp.complete = true
@@ -143,15 +156,25 @@ func (s *Session) say(kind, text string) {
 		}
 		s.pump()
 	}, func(f *ProviderFailure) {
-		// A phrase that cannot be rendered is skipped; the failure of the
-		// TTS shows up again (and is handled) on the next reply.
 		s.log.Warn("agent phrase not rendered", "kind", kind, "err", f.Err)
+		if builtin {
+			s.useBuiltinApology(sp)
+			return
+		}
 		sp.complete = true
 		s.pump()
+		// The TTS failed after its retries: waiting for the next reply to
+		// find out again would leave the caller in silence (a greeting
+		// nobody hears). The failure path apologizes with the built-in
+		// prompt. A realtime agent speaks without it; an ending goes on.
+		if s.rt == nil && s.ending == nil {
+			s.fail(f)
+		}
 	})
 	tc.writeText(text)
 	tc.flush()
 	tc.close()
+	return sp
 }
 
 // playCanned plays already rendered audio.
