@@ -409,6 +409,9 @@ type replyTurn struct {
 	ctx        context.Context
 	cancel     context.CancelFunc
 	done       bool
+	// canceling: cancelReply is answering its tools; their results must
+	// not start another round.
+	canceling bool
 }
 
 func (r *replyTurn) discardable() bool {
@@ -637,7 +640,7 @@ func (s *Session) onReplyAudio(rd *round, ch TTSChunk) {
 // results are all in, or the end of the reply once every round has been
 // spoken and none called a tool.
 func (s *Session) maybeFinishReply(r *replyTurn) {
-	if s.reply != r || r.speculative || r.done || r.toolsRunning > 0 {
+	if s.reply != r || r.speculative || r.done || r.canceling || r.toolsRunning > 0 {
 		return
 	}
 	last := r.cur
@@ -729,6 +732,7 @@ func (s *Session) cancelReply() {
 	// A tool still running would add its result after the caller's next
 	// words, which no model accepts: it is answered now, and its late
 	// result dropped.
+	r.canceling = true
 	for _, rd := range r.rounds {
 		for _, pt := range rd.tools {
 			if !pt.done && (s.ending == nil || s.ending.toolCall != pt) {

@@ -162,6 +162,16 @@ func (s *Session) sayWith(kind, text string, builtin bool) *speech {
 			return
 		}
 		sp.complete = true
+		if len(sp.pcm) == 0 {
+			// Never heard: neither the history nor the transcript holds it
+			// as said.
+			s.cutHistory(sp)
+			sp.text.Reset()
+			if sp.turn >= 0 {
+				s.turns[sp.turn].Text = ""
+				s.publishTurn(sp.turn)
+			}
+		}
 		s.pump()
 		// The TTS failed after its retries: waiting for the next reply to
 		// find out again would leave the caller in silence (a greeting
