@@ -40,7 +40,8 @@ type conversation struct {
 	// Chat are the model's replies, in order (then "Okay.").
 	Chat []chatStep `json:"chat"`
 	// SpeechFails makes speech requests fail (HTTP 500): "always", or
-	// "after_chat" (once the model has been asked anything).
+	// "after_chat" (once the model has been asked anything); or
+	// "hang_after_chat": hang without a byte.
 	SpeechFails string `json:"speech_fails"`
 	// TranscriptionFails makes every transcription fail (HTTP 500).
 	TranscriptionFails bool `json:"transcription_fails"`
@@ -187,10 +188,13 @@ func runConversation(t *testing.T, c conversation) {
 	}
 	switch c.SpeechFails {
 	case "":
-	case "always", "after_chat":
+	case "always", "after_chat", "hang_after_chat":
 		script.SpeechFunc = func(fake.SpeechRequest) fake.SpeechReply {
-			if c.SpeechFails == "always" || len(f.ChatRequests()) > 0 {
+			switch {
+			case c.SpeechFails == "always" || c.SpeechFails == "after_chat" && len(f.ChatRequests()) > 0:
 				return fake.SpeechReply{Fault: fake.OpenAIFault{Status: 500, Message: "speech is down"}}
+			case c.SpeechFails == "hang_after_chat" && len(f.ChatRequests()) > 0:
+				return fake.SpeechReply{Fault: fake.OpenAIFault{Hang: true}}
 			}
 			return fake.SpeechReply{}
 		}

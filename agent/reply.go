@@ -521,9 +521,11 @@ func (s *Session) onLLMEvent(rd *round, ev LLMEvent) {
 	}
 	if !rd.started && (ev.Text != "" || ev.ToolCall != nil) {
 		rd.started = true
-		if r.toolsRunning == 0 {
-			r.fillerAt = time.Time{} // the model is answering: no filler
+		if r.toolsRunning == 0 && ev.Text == "" {
+			r.fillerAt = time.Time{} // a tool call: its own filler rule applies
 		}
+		// With text, the wait filler stays armed until the reply's first
+		// audio: a speech provider that hangs is dead air too.
 	}
 	if ev.Text != "" {
 		if r.lat != nil && r.lat.TTSFirstText.IsZero() {
@@ -627,6 +629,9 @@ func (s *Session) onReplyAudio(rd *round, ch TTSChunk) {
 		r.lat.TTSFirst = s.now()
 	}
 	rd.sp.addAudio(ch.PCM, ch.Words)
+	if len(ch.PCM) > 0 && r.toolsRunning == 0 {
+		r.fillerAt = time.Time{} // the reply is audible: no filler
+	}
 	if ch.Final {
 		rd.finals++
 	}
@@ -836,7 +841,7 @@ func (s *Session) onFillerDue(r *replyTurn) {
 		return
 	}
 	rd := r.cur
-	if rd == nil || rd.started || r.hold || r.speculative || r.waitFiller || s.agentAudible() {
+	if rd == nil || len(rd.sp.pcm) > 0 || len(rd.toolCalls) > 0 || r.hold || r.speculative || r.waitFiller || s.agentAudible() {
 		return
 	}
 	r.waitFiller = true
@@ -880,6 +885,14 @@ func (s *Session) fillerFirst(r *replyTurn, sp *speech) {
 
 // nextFiller is the next of the operator's filler phrases, or
 // DefaultFiller.
+// waitFillerText is the filler the next nextFiller call returns.
+func (s *Session) waitFillerText() string {
+	if len(s.def.FillerPhrases) == 0 {
+		return DefaultFiller
+	}
+	return s.def.FillerPhrases[s.fillerIdx%len(s.def.FillerPhrases)]
+}
+
 func (s *Session) nextFiller() string {
 	if len(s.def.FillerPhrases) == 0 {
 		return DefaultFiller

@@ -94,7 +94,8 @@ type Options struct {
 	// provider's Start (default 10 s); it also caps the default wait for
 	// the first token (the definition's llm.first_token_timeout_ms, when
 	// set, is used as is). TTSTimeout bounds the
-	// wait for the first audio after text was flushed (default 8 s).
+	// wait for the first audio after text was flushed (default 4 s; not
+	// retried: the wait filler, then the apology, cover the silence).
 	// STTFinalTimeout bounds the wait for a final transcript after the
 	// caller stopped (default 2 s); a recognizer that misses it with nothing
 	// at all for a turn is restarted, and counts as failing.
@@ -327,7 +328,7 @@ func NewSession(def Definition, p Providers, call Call, opt Options) (*Session, 
 		s.opt.LLMTimeout = 10 * time.Second
 	}
 	if s.opt.TTSTimeout <= 0 {
-		s.opt.TTSTimeout = 8 * time.Second
+		s.opt.TTSTimeout = 4 * time.Second
 	}
 	if s.opt.STTFinalTimeout <= 0 {
 		s.opt.STTFinalTimeout = 2 * time.Second
@@ -399,6 +400,10 @@ func (s *Session) Run(ctx context.Context) (Result, error) {
 	// is rendered now while they still work.
 	if s.p.TTS != nil {
 		s.prerender(s.def.Fallback.Apology)
+		// So is the wait filler: it covers a TTS that stalls on a reply.
+		if s.rt == nil && s.def.FillerAfterMS >= 0 {
+			s.prerender(s.waitFillerText())
+		}
 	}
 	s.updateState()
 

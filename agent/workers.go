@@ -212,7 +212,9 @@ func (s *Session) runTTS(ctx context.Context, c *ttsConn, onChunk func(TTSChunk)
 	st := &ttsState{}
 	f := s.withRetries(ctx, "tts", s.retries, func() attemptResult {
 		err, timedOut := s.ttsAttempt(ctx, c, st, onChunk)
-		return attemptResult{err: err, timedOut: timedOut, final: st.delivered}
+		// After a wait for first audio the caller has been in silence
+		// TTSTimeout already: another such wait is not worth it.
+		return attemptResult{err: err, timedOut: timedOut, final: st.delivered || timedOut}
 	})
 	if f != nil {
 		s.post(ctx, func() { onFail(f) })
