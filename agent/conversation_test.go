@@ -16,6 +16,8 @@ import (
 
 	"github.com/voxbridge/voxbridge/agent"
 	"github.com/voxbridge/voxbridge/agent/agenttest"
+	"github.com/voxbridge/voxbridge/agent/deepgram"
+	"github.com/voxbridge/voxbridge/agent/elevenlabs"
 	"github.com/voxbridge/voxbridge/agent/fake"
 	"github.com/voxbridge/voxbridge/agent/openai"
 	"github.com/voxbridge/voxbridge/media"
@@ -50,7 +52,12 @@ type conversation struct {
 	// ToolDelayMS is how long the suite's HTTP tool "lookup" takes.
 	ToolDelayMS int `json:"tool_delay_ms"`
 	// HandBack sets Options.ReturnOnFailure.
-	HandBack bool   `json:"hand_back"`
+	HandBack bool `json:"hand_back"`
+	// Kinds are the provider sets it runs with: "openai" (transcription,
+	// chat and speech over HTTP; the default) and "deepgram-elevenlabs"
+	// (streaming recognition and streaming-input synthesis over
+	// websockets, chat from OpenAI).
+	Kinds []string `json:"kinds"`
 	Steps    []step `json:"steps"`
 	Expect   expect `json:"expect"`
 }
@@ -124,13 +131,19 @@ func TestConversations(t *testing.T) {
 		}
 		// One at a time: each is a call on the wall clock, and the suite
 		// asserts timelines.
-		t.Run(strings.TrimSuffix(filepath.Base(file), ".json"), func(t *testing.T) {
-			runConversation(t, c)
-		})
+		kinds := c.Kinds
+		if len(kinds) == 0 {
+			kinds = []string{"openai"}
+		}
+		for _, kind := range kinds {
+			t.Run(strings.TrimSuffix(filepath.Base(file), ".json")+"/"+kind, func(t *testing.T) {
+				runConversation(t, c, kind)
+			})
+		}
 	}
 }
 
-func runConversation(t *testing.T, c conversation) {
+func runConversation(t *testing.T, c conversation, kind string) {
 	def := baseDef()
 	if len(c.Agent) > 0 {
 		if err := json.Unmarshal(c.Agent, &def); err != nil {
@@ -208,6 +221,23 @@ func runConversation(t *testing.T, c conversation) {
 	tts, _ := openai.NewTTS(cfg)
 	h := newHarness(t, def)
 	h.providers = &agent.Providers{STT: stt, LLM: llm, TTS: tts}
+	switch kind {
+	case "openai":
+	case "deepgram-elevenlabs":
+		dg := fake.NewDeepgram(t, fake.DeepgramOptions{Utterances: c.Caller, Latency: issueLatency.Transcribe})
+		el := fake.NewElevenLabs(t, fake.ElevenLabsOptions{ToneHz: fake.OpenAISpeechToneHz, FirstAudioLatency: issueLatency.SpeechFirstAudio})
+		dstt, err := deepgram.New(deepgram.Config{BaseURL: dg.URL(), APIKey: "dg-key"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		etts, err := elevenlabs.New(elevenlabs.Config{BaseURL: el.URL(), APIKey: "el-key", Voice: "v1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.providers.STT, h.providers.TTS = dstt, etts
+	default:
+		t.Fatalf("provider kind %q", kind)
+	}
 	h.opt.ReturnOnFailure = c.HandBack
 	if os.Getenv("CONVERSATION_LOG") != "" {
 		h.opt.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -317,6 +347,9 @@ func checkConversation(t *testing.T, h *harness, c conversation, res agent.Resul
 		if first < 0 || time.Duration(first)*20*time.Millisecond > time.Duration(m)*time.Millisecond {
 			t.Errorf("first agent audio at frame %d, want within %d ms", first, m)
 		}
+	}
+	if res.Summary.Turns > 0 {
+		t.Logf("voice-to-voice p50 %v over %d turns", res.Summary.VoiceToVoiceP50, res.Summary.Turns)
 	}
 	dead := deadAir(agenttest.Active(out), h.call.CallerActive())
 	t.Logf("longest dead air after the caller spoke: %v", dead)
