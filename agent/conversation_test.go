@@ -57,9 +57,9 @@ type conversation struct {
 	// chat and speech over HTTP; the default) and "deepgram-elevenlabs"
 	// (streaming recognition and streaming-input synthesis over
 	// websockets, chat from OpenAI).
-	Kinds []string `json:"kinds"`
-	Steps    []step `json:"steps"`
-	Expect   expect `json:"expect"`
+	Kinds  []string `json:"kinds"`
+	Steps  []step   `json:"steps"`
+	Expect expect   `json:"expect"`
 }
 
 type chatStep struct {
