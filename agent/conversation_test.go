@@ -49,6 +49,9 @@ type conversation struct {
 	TranscriptionFails bool `json:"transcription_fails"`
 	// EchoDB returns the agent's audio to the caller's side, 100 ms late.
 	EchoDB float64 `json:"echo_db"`
+	// STTDropAfterMS drops the first Deepgram connection once this much
+	// audio reached it.
+	STTDropAfterMS int `json:"stt_drop_after_ms"`
 	// ToolDelayMS is how long the suite's HTTP tool "lookup" takes.
 	ToolDelayMS int `json:"tool_delay_ms"`
 	// HandBack sets Options.ReturnOnFailure.
@@ -224,7 +227,11 @@ func runConversation(t *testing.T, c conversation, kind string) {
 	switch kind {
 	case "openai":
 	case "deepgram-elevenlabs":
-		dg := fake.NewDeepgram(t, fake.DeepgramOptions{Utterances: c.Caller, Latency: issueLatency.Transcribe})
+		dgo := fake.DeepgramOptions{Utterances: c.Caller, Latency: issueLatency.Transcribe}
+		if c.STTDropAfterMS > 0 {
+			dgo.Failure = fake.DeepgramFailure{DropAfter: time.Duration(c.STTDropAfterMS) * time.Millisecond, Connections: 1}
+		}
+		dg := fake.NewDeepgram(t, dgo)
 		el := fake.NewElevenLabs(t, fake.ElevenLabsOptions{ToneHz: fake.OpenAISpeechToneHz, FirstAudioLatency: issueLatency.SpeechFirstAudio})
 		dstt, err := deepgram.New(deepgram.Config{BaseURL: dg.URL(), APIKey: "dg-key"})
 		if err != nil {
@@ -235,6 +242,13 @@ func runConversation(t *testing.T, c conversation, kind string) {
 			t.Fatal(err)
 		}
 		h.providers.STT, h.providers.TTS = dstt, etts
+		if c.STTDropAfterMS > 0 {
+			t.Cleanup(func() {
+				if n := len(dg.Sessions()); n < 2 {
+					t.Errorf("%d recognizer connections: the drop never happened", n)
+				}
+			})
+		}
 	default:
 		t.Fatalf("provider kind %q", kind)
 	}

@@ -368,26 +368,39 @@ type sttConn struct {
 	stopped bool
 	wake    chan struct{}
 	dropped int
-	// unanswered (an utterance recognizer's, owned by the worker) holds
-	// what was written since the last final: each Finalize's utterance
-	// until its transcript comes. A new stream after a failure gets them
-	// again, so an upload that failed costs time, not the caller's words.
+	// unanswered (owned by the worker) holds what was written and has no
+	// transcript yet: for an utterance recognizer each Finalize's
+	// utterance until its final comes, for a continuous one the audio
+	// since the last final. A new stream after a failure gets it again,
+	// so a dropped upload or connection costs time, not the caller's
+	// words.
 	unanswered []sttOp
+	// keep bounds unanswered, in ops.
+	keep int
 }
 
-// maxUnanswered bounds the audio kept for a retry (30 s).
-const maxUnanswered = 1500
+// Bounds of the audio kept for a retry: 30 s of utterances (speech only),
+// or 10 s of a continuous stream (silence included).
+const (
+	maxUnansweredUtterances = 1500
+	maxUnansweredStream     = 500
+)
 
-// sent notes ops written to an utterance recognizer.
+// sent notes ops written to the recognizer.
 func (c *sttConn) sent(ops []sttOp) {
 	c.unanswered = append(c.unanswered, ops...)
-	if n := len(c.unanswered) - maxUnanswered; n > 0 {
+	if n := len(c.unanswered) - c.keep; n > 0 {
 		c.unanswered = slices.Delete(c.unanswered, 0, n)
 	}
 }
 
-// answered drops the oldest utterance: its final came.
-func (c *sttConn) answered() {
+// answered drops what a final covered: the oldest utterance, or for a
+// continuous recognizer everything so far.
+func (c *sttConn) answered(utterances bool) {
+	if !utterances {
+		c.unanswered = c.unanswered[:0]
+		return
+	}
 	for i, op := range c.unanswered {
 		if op.frame == nil {
 			c.unanswered = slices.Delete(c.unanswered, 0, i+1)
@@ -463,7 +476,10 @@ func (c *sttConn) take() (ops []sttOp, restart, stopped bool) {
 }
 
 func (s *Session) startSTT() *sttConn {
-	c := &sttConn{wake: make(chan struct{}, 1)}
+	c := &sttConn{wake: make(chan struct{}, 1), keep: maxUnansweredStream}
+	if s.utterances {
+		c.keep = maxUnansweredUtterances
+	}
 	s.goWorker(func() { s.runSTT(c) })
 	return c
 }
@@ -524,9 +540,7 @@ func (s *Session) sttAttempt(ctx context.Context, c *sttConn) (progress bool, er
 			if restart {
 				return progress, errSTTHung, true
 			}
-			if s.utterances {
-				c.sent(ops)
-			}
+			c.sent(ops)
 			if err := write(ops); err != nil {
 				return progress, err, false
 			}
@@ -544,8 +558,8 @@ func (s *Session) sttAttempt(ctx context.Context, c *sttConn) (progress bool, er
 			if ev.Type == STTFinal && ev.Text != "" {
 				progress = true
 			}
-			if ev.Type == STTFinal && s.utterances {
-				c.answered()
+			if ev.Type == STTFinal {
+				c.answered(s.utterances)
 			}
 			if !s.post(ctx, func() { s.onSTTEvent(ev) }) {
 				return progress, nil, false
