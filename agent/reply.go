@@ -157,7 +157,7 @@ func (s *Session) onSTTEvent(ev STTEvent) {
 
 // onWordsWhileEnding keeps what the caller says over a goodbye or a
 // transfer's announcement: the conversation is over, but its record (and
-// the history, should the transfer fail and the model speak again) holds
+// the history, should a transfer fail and the model speak again) holds
 // every word.
 func (s *Session) onWordsWhileEnding(ev STTEvent) {
 	text := strings.TrimSpace(ev.Text)
@@ -166,7 +166,11 @@ func (s *Session) onWordsWhileEnding(ev STTEvent) {
 	}
 	now := s.now()
 	s.addTurn(Turn{Role: RoleUser, Kind: KindSpeech, Text: text, Start: now, End: now, Final: true})
-	s.history = append(s.history, Message{Role: RoleUser, Content: text})
+	// A transfer tool's result must follow its call in the history: the
+	// words then stay in the transcript only.
+	if pt := s.ending.toolCall; pt == nil || pt.done {
+		s.history = append(s.history, Message{Role: RoleUser, Content: text})
+	}
 }
 
 // onLateFinal takes words that came with no caller turn open: speech the
@@ -883,8 +887,6 @@ func (s *Session) fillerFirst(r *replyTurn, sp *speech) {
 	}
 }
 
-// nextFiller is the next of the operator's filler phrases, or
-// DefaultFiller.
 // waitFillerText is the filler the next nextFiller call returns.
 func (s *Session) waitFillerText() string {
 	if len(s.def.FillerPhrases) == 0 {
@@ -893,6 +895,8 @@ func (s *Session) waitFillerText() string {
 	return s.def.FillerPhrases[s.fillerIdx%len(s.def.FillerPhrases)]
 }
 
+// nextFiller is the next of the operator's filler phrases, or
+// DefaultFiller.
 func (s *Session) nextFiller() string {
 	if len(s.def.FillerPhrases) == 0 {
 		return DefaultFiller

@@ -242,3 +242,27 @@ func TestFailedTranscriptionIsRetriedWithTheSameWords(t *testing.T) {
 		t.Errorf("failure %+v", res.Failure)
 	}
 }
+
+// What the caller says over a transfer's announcement is kept in the
+// transcript; the transfer goes ahead.
+func TestWordsOverTransferAnnouncementAreKept(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, baseDef())
+	h.stt.Script = []agenttest.Utterance{{Text: "Can you put me through to billing?"}, {Text: "Thanks, and please hurry."}}
+	h.llm.Script = []agenttest.Reply{{Text: longReply, ToolCalls: []agent.ToolCall{transferCall("c1", "billing")}}}
+	h.start()
+	h.waitFinalTurns(1)
+	h.waitListening()
+	n := len(h.call.FirstPackets())
+	h.call.Say(agenttest.Speech(time.Second))
+	first := h.agentStarted(n)
+	h.waitFor("the announcement playing", func() bool { return h.call.Now().Sub(first) >= 500*time.Millisecond })
+	h.call.Say(agenttest.Speech(800 * time.Millisecond))
+	res := h.result()
+	if res.Reason != agent.EndTransfer {
+		t.Fatalf("reason %q", res.Reason)
+	}
+	if u := userTexts(res.Transcript); len(u) != 2 || u[1] != "Thanks, and please hurry." {
+		t.Errorf("caller turns %q", u)
+	}
+}
