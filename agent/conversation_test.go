@@ -103,6 +103,10 @@ type expect struct {
 	// FirstAudioWithinMS bounds the silence from the start of the call to
 	// the agent's first audio.
 	FirstAudioWithinMS int `json:"first_audio_within_ms"`
+	// MaxBargeInStopMS bounds how long the agent's audio goes on once the
+	// caller starts speaking over it (from the onset frame's start to the
+	// end of the agent's last frame).
+	MaxBargeInStopMS int `json:"max_barge_in_stop_ms"`
 }
 
 // contentWordsOf counts the words of text that are not backchannels.
@@ -365,6 +369,12 @@ func checkConversation(t *testing.T, h *harness, c conversation, res agent.Resul
 	if res.Summary.Turns > 0 {
 		t.Logf("voice-to-voice p50 %v over %d turns", res.Summary.VoiceToVoiceP50, res.Summary.Turns)
 	}
+	for _, stop := range bargeInStops(agenttest.Active(out), h.call.CallerActive()) {
+		t.Logf("barge-in: the agent stopped %v after the caller's onset", stop)
+		if m := c.Expect.MaxBargeInStopMS; m > 0 && stop > time.Duration(m)*time.Millisecond {
+			t.Errorf("the agent went on %v over the caller, want at most %d ms", stop, m)
+		}
+	}
 	dead := deadAir(agenttest.Active(out), h.call.CallerActive())
 	t.Logf("longest dead air after the caller spoke: %v", dead)
 	if m := c.Expect.MaxDeadAirMS; m > 0 && dead > time.Duration(m)*time.Millisecond {
@@ -389,4 +399,25 @@ func deadAir(agentOn, callerOn []bool) time.Duration {
 		}
 	}
 	return time.Duration(longest) * 20 * time.Millisecond
+}
+
+// bargeInStops measures, for every onset of the caller's speech over agent
+// audio, how long the agent's audio went on: from the start of the onset
+// frame to the end of the agent's last frame before a pause of 100 ms.
+func bargeInStops(agentOn, callerOn []bool) []time.Duration {
+	var out []time.Duration
+	n := min(len(agentOn), len(callerOn))
+	for i := 1; i < n; i++ {
+		if !callerOn[i] || callerOn[i-1] || !agentOn[i] {
+			continue
+		}
+		last := i
+		for j := i; j < n && j-last < 5; j++ {
+			if agentOn[j] {
+				last = j
+			}
+		}
+		out = append(out, time.Duration(last-i+1)*20*time.Millisecond)
+	}
+	return out
 }
