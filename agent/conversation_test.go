@@ -103,6 +103,9 @@ type expect struct {
 	// FirstAudioWithinMS bounds the silence from the start of the call to
 	// the agent's first audio.
 	FirstAudioWithinMS int `json:"first_audio_within_ms"`
+	// ToolsCompleted: every tool call got its real result (none was cut
+	// off by the caller speaking).
+	ToolsCompleted bool `json:"tools_completed"`
 	// MaxBargeInStopMS bounds how long the agent's audio goes on once the
 	// caller starts speaking over it (from the onset frame's start to the
 	// end of the agent's last frame).
@@ -353,6 +356,15 @@ func checkConversation(t *testing.T, h *harness, c conversation, res agent.Resul
 		for _, tt := range res.Transcript {
 			if tt.Interrupted {
 				t.Errorf("turn %d was interrupted: %q", tt.Index, tt.Text)
+			}
+		}
+	}
+	if c.Expect.ToolsCompleted {
+		for _, tt := range res.Transcript {
+			for _, tc := range tt.ToolCalls {
+				if tc.Error != "" {
+					t.Errorf("tool %s: %s", tc.Name, tc.Error)
+				}
 			}
 		}
 	}

@@ -194,8 +194,7 @@ func (s *Session) onLateFinal(text string, now time.Time) {
 	if s.agentAudible() || s.barge != nil || s.reply != nil || len(s.playing) > 0 {
 		// As a confirmed barge-in: cut to what was heard.
 		s.barge = nil
-		s.interruptAgent(false)
-		s.cancelReply()
+		s.stopForCaller()
 		s.emit(Event{Type: EventBargeIn, Text: "confirmed"})
 	}
 	s.user = u
@@ -317,13 +316,64 @@ func (s *Session) commitUserTurn(u *userTurn, text string, now time.Time) {
 		}
 		s.discardReply()
 	}
+	if r := s.reply; r != nil && r.toolsRunning > 0 && !r.canceling {
+		// Tools are still running for the reply the caller spoke over:
+		// their results go to the model with these words once they are
+		// in (the history takes nothing between a call and its result).
+		r.superseded = true
+		s.queued = &queuedTurn{u: u, text: text, lat: lat}
+		return
+	}
 	if s.reply != nil {
-		// A reply still running (tools) is superseded by the new turn.
+		// A reply still running is superseded by the new turn.
 		s.cancelReply()
 	}
+	s.answerTurn(u, text, lat)
+}
+
+// queuedTurn is a caller turn waiting for the tools of the reply it
+// interrupted.
+type queuedTurn struct {
+	u    *userTurn
+	text string
+	lat  *TurnLatency
+}
+
+// answerTurn puts the caller's words in the history and starts the reply.
+func (s *Session) answerTurn(u *userTurn, text string, lat *TurnLatency) {
 	u.histLen = len(s.history)
 	s.history = append(s.history, Message{Role: RoleUser, Content: text})
 	s.startReply(u, lat, false)
+}
+
+// flushQueued hands a queued caller turn to the model (answer) or, when
+// the conversation cannot answer it now, to the history only.
+func (s *Session) flushQueued(answer bool) {
+	q := s.queued
+	if q == nil {
+		return
+	}
+	s.queued = nil
+	if answer {
+		s.answerTurn(q.u, q.text, q.lat)
+		return
+	}
+	q.u.histLen = len(s.history)
+	s.history = append(s.history, Message{Role: RoleUser, Content: q.text})
+}
+
+// stopForCaller stops the reply because the caller spoke over it: its
+// audio is cut to what was heard; tools still running keep running (their
+// results matter to what the caller says next) and the reply ends with
+// them, else it is cancelled now.
+func (s *Session) stopForCaller() {
+	s.interruptAgent(false)
+	if r := s.reply; r != nil && r.toolsRunning > 0 && !r.speculative {
+		r.superseded = true
+		r.fillerAt = time.Time{}
+		return
+	}
+	s.cancelReply()
 }
 
 // maybeSpeculate starts the reply early when the caller's words form a
@@ -367,12 +417,19 @@ func (s *Session) callerWentOn() {
 	if s.user != nil {
 		s.user.tentative = false
 	}
-	s.interruptAgent(false)
-	s.cancelReply()
+	s.stopForCaller()
 }
 
 // resumeHeldReply releases a reply held for caller noise.
 func (s *Session) resumeHeldReply() {
+	if r := s.reply; r != nil && r.superseded && s.queued == nil {
+		// The speech it stopped for had no words: the reply goes on
+		// (its next round once its tools are in).
+		r.superseded = false
+		r.hold = false
+		s.maybeFinishReply(r)
+		return
+	}
 	if r := s.reply; r != nil && r.hold && !r.speculative {
 		r.hold = false
 		s.pump()
@@ -416,6 +473,9 @@ type replyTurn struct {
 	// canceling: cancelReply is answering its tools; their results must
 	// not start another round.
 	canceling bool
+	// superseded: the caller spoke over it while its tools ran; it ends
+	// when they are in, and the caller's turn (queued) is answered then.
+	superseded bool
 }
 
 func (r *replyTurn) discardable() bool {
@@ -652,6 +712,13 @@ func (s *Session) maybeFinishReply(r *replyTurn) {
 	if s.reply != r || r.speculative || r.done || r.canceling || r.toolsRunning > 0 {
 		return
 	}
+	if r.superseded {
+		if s.queued != nil {
+			s.closeReply(r, true)
+			s.flushQueued(true)
+		}
+		return // else the caller's turn is still being collected
+	}
 	last := r.cur
 	if last == nil || !last.llmDone {
 		return
@@ -750,6 +817,8 @@ func (s *Session) cancelReply() {
 		}
 	}
 	s.closeReply(r, true)
+	// A caller turn waiting for those tools is in the history all the same.
+	s.flushQueued(false)
 }
 
 // discardReply drops a reply nobody heard, as if it never started.

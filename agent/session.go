@@ -255,6 +255,7 @@ type Session struct {
 	rt      *rtSession
 	user    *userTurn
 	reply   *replyTurn
+	queued  *queuedTurn // a caller turn waiting for reply's tools
 	barge   *bargeIn
 	playing []*speech
 	// recentSpeech is what the agent said last, to tell its echo from the

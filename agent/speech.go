@@ -640,8 +640,7 @@ func (s *Session) confirmBargeIn() {
 	if s.user != nil {
 		s.user.tentative = false
 	}
-	s.interruptAgent(false)
-	s.cancelReply()
+	s.stopForCaller()
 	s.emit(Event{Type: EventBargeIn, Text: "confirmed"})
 }
 
