@@ -190,6 +190,11 @@ func (s *Session) onLateFinal(text string, now time.Time) {
 	u := newUserTurn(now)
 	u.finals = []string{text}
 	u.speechEnd, u.finalAt = now, now
+	if !s.segEnd.IsZero() && !s.vad.Speaking() {
+		// Most likely the words of the last segment the VAD saw: its
+		// bounds time the turn (and its voice-to-voice latency).
+		u.start, u.speechEnd = s.segStart, s.segEnd
+	}
 	s.callerActive(now)
 	if s.agentAudible() || s.barge != nil || s.reply != nil || len(s.playing) > 0 {
 		// As a confirmed barge-in: cut to what was heard.

@@ -237,6 +237,9 @@ type Session struct {
 	frameAt    time.Time // wall time of the last frame
 	frames     int64
 	segIgnored bool // the current VAD segment is echo or out of turn
+	// segStart and segEnd are the last VAD segment's bounds, ignored or
+	// not: a transcript that comes with no turn open is timed by them.
+	segStart, segEnd time.Time
 
 	state     State
 	start     time.Time
@@ -594,6 +597,7 @@ func (s *Session) onFrame(f []int16) {
 	at := s.frameAt.Add(-(s.vad.Elapsed() - ev.At))
 	switch ev.Type {
 	case vad.SpeechStart:
+		s.segStart, s.segEnd = at, time.Time{}
 		s.onSpeechStart(at)
 		// Segments set aside for turn-taking (the echo guard, an ending)
 		// are transcribed all the same: the caller may be talking, and
@@ -606,6 +610,7 @@ func (s *Session) onFrame(f []int16) {
 		}
 		s.preroll = s.preroll[:0]
 	case vad.SpeechEnd:
+		s.segEnd = at
 		if s.feeding {
 			s.stt.finalize()
 		}
