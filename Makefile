@@ -56,3 +56,8 @@ soak: build
 
 clean:
 	rm -rf bin
+
+# Scripted calls to an agent (testdata/conversations): transcript and wire
+# timeline of each, real provider clients against agent/fake. About 2 minutes.
+conversations:
+	$(GO) test -race -count=1 -run '^TestConversations$$' ./agent/

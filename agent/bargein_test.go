@@ -213,7 +213,7 @@ func TestEchoGuardAfterResume(t *testing.T) {
 	def.StartingMessage = ""
 	def.BargeIn.EchoGuardMS = 800 // wide, so the test's own wake-up cannot miss it
 	h := newHarness(t, def)
-	h.stt.Script = []agenttest.Utterance{{Text: "What times do you have?"}, {Text: "uh-huh", Partial: "uh-huh"}, {Text: "echo of the agent"}}
+	h.stt.Script = []agenttest.Utterance{{Text: "What times do you have?"}, {Text: "uh-huh", Partial: "uh-huh"}, {Text: "We have tables at six,"}} // the agent's own words coming back
 	h.llm.Script = []agenttest.Reply{{Text: longReply}}
 	h.start()
 	h.call.Say(agenttest.Speech(time.Second))

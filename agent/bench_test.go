@@ -3,11 +3,14 @@ package agent_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/voxbridge/voxbridge/agent"
 	"github.com/voxbridge/voxbridge/agent/agenttest"
+	"github.com/voxbridge/voxbridge/agent/fake"
+	"github.com/voxbridge/voxbridge/agent/openai"
 )
 
 // Fixed provider latencies of the benchmark, as in the issue: the final
@@ -172,4 +175,73 @@ func benchBargeIn(b *testing.B, minSpeechMS int) {
 	b.StopTimer()
 	stop()
 	report(b, "stop", stops)
+}
+
+// BenchmarkVoiceToVoiceOpenAI measures voice-to-voice with the real OpenAI
+// clients against the fake server at the latencies of issue 17
+// (transcription 200 ms, first token 300 ms, tokens every 15 ms, speech
+// first audio 150 ms) and a one-sentence reply without a comma: the first
+// speech request goes out at the first clause break or after 4 words ("first-clause") or,
+// as before, at the sentence's end ("sentence").
+//
+//	go test -run '^$' -bench VoiceToVoiceOpenAI -benchtime 20x ./agent/
+func BenchmarkVoiceToVoiceOpenAI(b *testing.B) {
+	for _, c := range []struct {
+		name  string
+		words int
+	}{{"first-clause", 0}, {"sentence", -1}} {
+		b.Run(c.name, func(b *testing.B) {
+			const said = "I would like to check the status of my order."
+			f := fake.NewOpenAI(b, fake.OpenAIScript{
+				Latency: issueLatency,
+				TranscriptFunc: func(fake.TranscriptionRequest) fake.TranscriptReply {
+					return fake.TranscriptReply{Text: said}
+				},
+				ChatFunc: func(fake.ChatRequest) fake.ChatReply {
+					return fake.ChatReply{Text: "You said " + strings.ToLower(said[:1]) + said[1:]}
+				},
+			})
+			cfg := openai.Config{BaseURL: f.URL, FirstSegmentWords: c.words}
+			stt, _ := openai.NewSTT(cfg)
+			llm, _ := openai.NewLLM(cfg)
+			tts, _ := openai.NewTTS(cfg)
+			def := baseDef()
+			def.StartingMessage = ""
+			call := agenttest.NewCall(b)
+			rows := make(chan agent.TurnLatency, b.N+1)
+			s, err := agent.NewSession(def, agent.Providers{STT: stt, LLM: llm, TTS: tts}, call, agent.Options{
+				Cache: &agent.AudioCache{},
+				OnEvent: func(e agent.Event) {
+					if e.Type == agent.EventLatency {
+						rows <- *e.Latency
+					}
+				},
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			done := make(chan agent.Result, 1)
+			go func() {
+				res, _ := s.Run(context.Background())
+				done <- res
+			}()
+			var v2v []time.Duration
+			for i := 0; i < b.N; i++ {
+				call.Say(agenttest.Speech(1200 * time.Millisecond))
+				var l agent.TurnLatency
+				select {
+				case l = <-rows:
+				case <-time.After(wait):
+					b.Fatal("no reply")
+				}
+				waitUntil(b, "the reply to play out", func() bool { return call.Queued() == 0 })
+				time.Sleep(300 * time.Millisecond)
+				v2v = append(v2v, l.VoiceToVoice)
+			}
+			b.StopTimer()
+			call.Close()
+			<-done
+			report(b, "v2v", v2v)
+		})
+	}
 }

@@ -35,8 +35,9 @@ func TestAudioCacheIsPerTTSEndpoint(t *testing.T) {
 	if h := greet("http://tts-a.example.test"); spoke(h) {
 		t.Error("the first server's greeting was rendered again instead of played from the cache")
 	}
-	// The greeting and the pre-rendered apology, once per server.
-	if cache.Len() != 4 {
-		t.Errorf("%d phrases cached, want 4 (greeting and apology per server)", cache.Len())
+	// The greeting and the pre-rendered apology and wait filler, once per
+	// server.
+	if cache.Len() != 6 {
+		t.Errorf("%d phrases cached, want 6 (greeting, apology and filler per server)", cache.Len())
 	}
 }

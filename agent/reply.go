@@ -82,7 +82,9 @@ func (s *Session) onSpeechEnd(at time.Time) {
 	u.speechEnd = at
 	u.awaitingFinal = true
 	u.finalizeAt = s.now()
-	s.stt.finalize()
+	if !s.utterances {
+		s.stt.finalize() // an utterance recognizer's was sent with its last frame
+	}
 	// The final transcript may have come before the VAD's hangover ran out.
 	s.maybeSpeculate()
 	if b := s.barge; b != nil && !b.committed {
@@ -97,7 +99,11 @@ func (s *Session) onSpeechEnd(at time.Time) {
 
 // onSTTEvent handles the recognizer's events.
 func (s *Session) onSTTEvent(ev STTEvent) {
-	if s.ending != nil || s.failure != nil {
+	if s.failure != nil {
+		return
+	}
+	if s.ending != nil {
+		s.onWordsWhileEnding(ev)
 		return
 	}
 	now := s.now()
@@ -112,14 +118,8 @@ func (s *Session) onSTTEvent(ev STTEvent) {
 	case STTFinal:
 		text := strings.TrimSpace(ev.Text)
 		if u == nil {
-			if text == "" || contentWords(text, s.def.BargeIn.BackchannelWords) == 0 || s.reply != nil || len(s.playing) > 0 {
-				return
-			}
-			// Words the VAD did not catch (very soft speech): a turn all the same.
-			u = newUserTurn(now)
-			u.speechEnd = now
-			s.user = u
-			s.callerActive(now)
+			s.onLateFinal(text, now)
+			return
 		}
 		if text != "" {
 			u.finals = append(u.finals, text)
@@ -155,6 +155,98 @@ func (s *Session) onSTTEvent(ev STTEvent) {
 	}
 }
 
+// onWordsWhileEnding keeps what the caller says over a goodbye or a
+// transfer's announcement: the conversation is over, but its record (and
+// the history, should a transfer fail and the model speak again) holds
+// every word.
+func (s *Session) onWordsWhileEnding(ev STTEvent) {
+	text := strings.TrimSpace(ev.Text)
+	if ev.Type != STTFinal || contentWords(text, s.def.BargeIn.BackchannelWords) == 0 || s.echoOfAgent(text, s.now()) {
+		return
+	}
+	now := s.now()
+	s.addTurn(Turn{Role: RoleUser, Kind: KindSpeech, Text: text, Start: now, End: now, Final: true})
+	// A transfer tool's result must follow its call in the history: the
+	// words then stay in the transcript only.
+	if pt := s.ending.toolCall; pt == nil || pt.done {
+		s.history = append(s.history, Message{Role: RoleUser, Content: text})
+	}
+}
+
+// onLateFinal takes words that came with no caller turn open: speech the
+// VAD did not catch (very soft), speech the agent resumed over because its
+// transcript was late, speech too short to interrupt, or speech at the
+// agent's start that the echo guard set aside. Words the caller said
+// become a turn the model sees whatever the agent is doing: it stops and
+// answers them. Only backchannels and the agent's own echo are dropped.
+func (s *Session) onLateFinal(text string, now time.Time) {
+	if contentWords(text, s.def.BargeIn.BackchannelWords) == 0 {
+		return
+	}
+	if s.echoOfAgent(text, now) {
+		s.log.Debug("agent transcript dropped as echo of the agent", "text", text)
+		return
+	}
+	u := newUserTurn(now)
+	u.finals = []string{text}
+	u.speechEnd, u.finalAt = now, now
+	if !s.segEnd.IsZero() && !s.vad.Speaking() {
+		// Most likely the words of the last segment the VAD saw: its
+		// bounds time the turn (and its voice-to-voice latency).
+		u.start, u.speechEnd = s.segStart, s.segEnd
+	}
+	s.callerActive(now)
+	if s.agentAudible() || s.barge != nil || s.reply != nil || len(s.playing) > 0 {
+		// As a confirmed barge-in: cut to what was heard.
+		s.barge = nil
+		s.stopForCaller()
+		s.emit(Event{Type: EventBargeIn, Text: "confirmed"})
+	}
+	s.user = u
+	s.emit(Event{Type: EventPartial, Text: text})
+	if s.vad.Speaking() {
+		return // the endpoint decides once the caller stops
+	}
+	// The speech ended before its transcript came: no more silence to wait.
+	s.commitUserTurn(u, text, now)
+}
+
+// echoWindow is how long after the agent fell silent a transcript can
+// still be its echo (the recognizer's own delay included).
+const echoWindow = 3 * time.Second
+
+// echoOfAgent reports whether text is most likely the agent's own voice
+// coming back: at least three words, nearly all of them words the agent
+// was saying or said moments ago. A caller repeating a word or two of the
+// agent's is not taken for echo.
+func (s *Session) echoOfAgent(text string, now time.Time) bool {
+	w := words(text)
+	if len(w) < 3 {
+		return false
+	}
+	said := map[string]bool{}
+	add := func(t string) {
+		for _, x := range words(t) {
+			said[x] = true
+		}
+	}
+	for _, sp := range s.playing {
+		add(sp.text.String())
+	}
+	for _, r := range s.recentSpeech {
+		if now.Sub(r.end) <= echoWindow {
+			add(r.text)
+		}
+	}
+	n := 0
+	for _, x := range w {
+		if said[x] {
+			n++
+		}
+	}
+	return n*5 >= len(w)*4
+}
+
 // checkEndpoint commits the caller's turn once the silence after it is long
 // enough for what they said, and the transcript is in.
 func (s *Session) checkEndpoint(now time.Time) {
@@ -164,9 +256,10 @@ func (s *Session) checkEndpoint(now time.Time) {
 	}
 	if u.tentative {
 		// Speech over the agent that did not interrupt: once its words are
-		// in (or overdue) it is forgotten.
+		// in (or overdue) it is forgotten, unless they are words.
 		if s.barge == nil && !u.speaking && due(u.deadline(s), now) {
 			s.user = nil
+			s.onLateFinal(u.text(), now)
 		}
 		return
 	}
@@ -228,13 +321,64 @@ func (s *Session) commitUserTurn(u *userTurn, text string, now time.Time) {
 		}
 		s.discardReply()
 	}
+	if r := s.reply; r != nil && r.toolsRunning > 0 && !r.canceling {
+		// Tools are still running for the reply the caller spoke over:
+		// their results go to the model with these words once they are
+		// in (the history takes nothing between a call and its result).
+		r.superseded = true
+		s.queued = &queuedTurn{u: u, text: text, lat: lat}
+		return
+	}
 	if s.reply != nil {
-		// A reply still running (tools) is superseded by the new turn.
+		// A reply still running is superseded by the new turn.
 		s.cancelReply()
 	}
+	s.answerTurn(u, text, lat)
+}
+
+// queuedTurn is a caller turn waiting for the tools of the reply it
+// interrupted.
+type queuedTurn struct {
+	u    *userTurn
+	text string
+	lat  *TurnLatency
+}
+
+// answerTurn puts the caller's words in the history and starts the reply.
+func (s *Session) answerTurn(u *userTurn, text string, lat *TurnLatency) {
 	u.histLen = len(s.history)
 	s.history = append(s.history, Message{Role: RoleUser, Content: text})
 	s.startReply(u, lat, false)
+}
+
+// flushQueued hands a queued caller turn to the model (answer) or, when
+// the conversation cannot answer it now, to the history only.
+func (s *Session) flushQueued(answer bool) {
+	q := s.queued
+	if q == nil {
+		return
+	}
+	s.queued = nil
+	if answer {
+		s.answerTurn(q.u, q.text, q.lat)
+		return
+	}
+	q.u.histLen = len(s.history)
+	s.history = append(s.history, Message{Role: RoleUser, Content: q.text})
+}
+
+// stopForCaller stops the reply because the caller spoke over it: its
+// audio is cut to what was heard; tools still running keep running (their
+// results matter to what the caller says next) and the reply ends with
+// them, else it is cancelled now.
+func (s *Session) stopForCaller() {
+	s.interruptAgent(false)
+	if r := s.reply; r != nil && r.toolsRunning > 0 && !r.speculative {
+		r.superseded = true
+		r.fillerAt = time.Time{}
+		return
+	}
+	s.cancelReply()
 }
 
 // maybeSpeculate starts the reply early when the caller's words form a
@@ -278,12 +422,19 @@ func (s *Session) callerWentOn() {
 	if s.user != nil {
 		s.user.tentative = false
 	}
-	s.interruptAgent(false)
-	s.cancelReply()
+	s.stopForCaller()
 }
 
 // resumeHeldReply releases a reply held for caller noise.
 func (s *Session) resumeHeldReply() {
+	if r := s.reply; r != nil && r.superseded && s.queued == nil {
+		// The speech it stopped for had no words: the reply goes on
+		// (its next round once its tools are in).
+		r.superseded = false
+		r.hold = false
+		s.maybeFinishReply(r)
+		return
+	}
 	if r := s.reply; r != nil && r.hold && !r.speculative {
 		r.hold = false
 		s.pump()
@@ -324,6 +475,12 @@ type replyTurn struct {
 	ctx        context.Context
 	cancel     context.CancelFunc
 	done       bool
+	// canceling: cancelReply is answering its tools; their results must
+	// not start another round.
+	canceling bool
+	// superseded: the caller spoke over it while its tools ran; it ends
+	// when they are in, and the caller's turn (queued) is answered then.
+	superseded bool
 }
 
 func (r *replyTurn) discardable() bool {
@@ -433,9 +590,11 @@ func (s *Session) onLLMEvent(rd *round, ev LLMEvent) {
 	}
 	if !rd.started && (ev.Text != "" || ev.ToolCall != nil) {
 		rd.started = true
-		if r.toolsRunning == 0 {
-			r.fillerAt = time.Time{} // the model is answering: no filler
+		if r.toolsRunning == 0 && ev.Text == "" {
+			r.fillerAt = time.Time{} // a tool call: its own filler rule applies
 		}
+		// With text, the wait filler stays armed until the reply's first
+		// audio: a speech provider that hangs is dead air too.
 	}
 	if ev.Text != "" {
 		if r.lat != nil && r.lat.TTSFirstText.IsZero() {
@@ -539,6 +698,9 @@ func (s *Session) onReplyAudio(rd *round, ch TTSChunk) {
 		r.lat.TTSFirst = s.now()
 	}
 	rd.sp.addAudio(ch.PCM, ch.Words)
+	if len(ch.PCM) > 0 && r.toolsRunning == 0 {
+		r.fillerAt = time.Time{} // the reply is audible: no filler
+	}
 	if ch.Final {
 		rd.finals++
 	}
@@ -552,8 +714,15 @@ func (s *Session) onReplyAudio(rd *round, ch TTSChunk) {
 // results are all in, or the end of the reply once every round has been
 // spoken and none called a tool.
 func (s *Session) maybeFinishReply(r *replyTurn) {
-	if s.reply != r || r.speculative || r.done || r.toolsRunning > 0 {
+	if s.reply != r || r.speculative || r.done || r.canceling || r.toolsRunning > 0 {
 		return
+	}
+	if r.superseded {
+		if s.queued != nil {
+			s.closeReply(r, true)
+			s.flushQueued(true)
+		}
+		return // else the caller's turn is still being collected
 	}
 	last := r.cur
 	if last == nil || !last.llmDone {
@@ -644,6 +813,7 @@ func (s *Session) cancelReply() {
 	// A tool still running would add its result after the caller's next
 	// words, which no model accepts: it is answered now, and its late
 	// result dropped.
+	r.canceling = true
 	for _, rd := range r.rounds {
 		for _, pt := range rd.tools {
 			if !pt.done && (s.ending == nil || s.ending.toolCall != pt) {
@@ -652,6 +822,8 @@ func (s *Session) cancelReply() {
 		}
 	}
 	s.closeReply(r, true)
+	// A caller turn waiting for those tools is in the history all the same.
+	s.flushQueued(false)
 }
 
 // discardReply drops a reply nobody heard, as if it never started.
@@ -747,7 +919,7 @@ func (s *Session) onFillerDue(r *replyTurn) {
 		return
 	}
 	rd := r.cur
-	if rd == nil || rd.started || r.hold || r.speculative || r.waitFiller || s.agentAudible() {
+	if rd == nil || len(rd.sp.pcm) > 0 || len(rd.toolCalls) > 0 || r.hold || r.speculative || r.waitFiller || s.agentAudible() {
 		return
 	}
 	r.waitFiller = true
@@ -787,6 +959,14 @@ func (s *Session) fillerFirst(r *replyTurn, sp *speech) {
 	if rd := r.cur; rd != nil && rd.sp != nil && rd.sp.turn == old {
 		rd.sp.turn = ft
 	}
+}
+
+// waitFillerText is the filler the next nextFiller call returns.
+func (s *Session) waitFillerText() string {
+	if len(s.def.FillerPhrases) == 0 {
+		return DefaultFiller
+	}
+	return s.def.FillerPhrases[s.fillerIdx%len(s.def.FillerPhrases)]
 }
 
 // nextFiller is the next of the operator's filler phrases, or

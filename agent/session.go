@@ -94,13 +94,19 @@ type Options struct {
 	// provider's Start (default 10 s); it also caps the default wait for
 	// the first token (the definition's llm.first_token_timeout_ms, when
 	// set, is used as is). TTSTimeout bounds the
-	// wait for the first audio after text was flushed (default 8 s).
+	// wait for the first audio after text was flushed (default 4 s; not
+	// retried: the wait filler, then the apology, cover the silence).
 	// STTFinalTimeout bounds the wait for a final transcript after the
 	// caller stopped (default 2 s); a recognizer that misses it with nothing
 	// at all for a turn is restarted, and counts as failing.
 	LLMTimeout, TTSTimeout, STTFinalTimeout time.Duration
 	// SkipAnalysis leaves the post-call analysis to the caller of Analyze.
 	SkipAnalysis bool
+	// ReturnOnFailure: after a provider failure and its apology, Run
+	// returns (Reason provider_failure) instead of saying goodbye and
+	// hanging up, so the caller's flow decides where the call goes next.
+	// The definition's fallback.transfer_to, when set, still runs first.
+	ReturnOnFailure bool
 	// VAD tunes the local voice activity detector.
 	VAD vad.Config
 }
@@ -231,6 +237,9 @@ type Session struct {
 	frameAt    time.Time // wall time of the last frame
 	frames     int64
 	segIgnored bool // the current VAD segment is echo or out of turn
+	// segStart and segEnd are the last VAD segment's bounds, ignored or
+	// not: a transcript that comes with no turn open is timed by them.
+	segStart, segEnd time.Time
 
 	state     State
 	start     time.Time
@@ -249,12 +258,20 @@ type Session struct {
 	rt      *rtSession
 	user    *userTurn
 	reply   *replyTurn
+	queued  *queuedTurn // a caller turn waiting for reply's tools
 	barge   *bargeIn
 	playing []*speech
+	// recentSpeech is what the agent said last, to tell its echo from the
+	// caller in transcripts that come late.
+	recentSpeech []spokenText
 	// agentSince is when the current stretch of agent audio started (for
 	// the echo guard); zero when the agent is silent.
 	agentSince time.Time
 	ending     *ending
+	// apology is the apology the TTS is rendering, replaced by the
+	// built-in one unless it has audio by apologyAt.
+	apology   *speech
+	apologyAt time.Time
 
 	waitingSince time.Time // since when we wait for the caller (idle and silence timers)
 	reminders    int
@@ -315,7 +332,7 @@ func NewSession(def Definition, p Providers, call Call, opt Options) (*Session, 
 		s.opt.LLMTimeout = 10 * time.Second
 	}
 	if s.opt.TTSTimeout <= 0 {
-		s.opt.TTSTimeout = 8 * time.Second
+		s.opt.TTSTimeout = 4 * time.Second
 	}
 	if s.opt.STTFinalTimeout <= 0 {
 		s.opt.STTFinalTimeout = 2 * time.Second
@@ -387,6 +404,10 @@ func (s *Session) Run(ctx context.Context) (Result, error) {
 	// is rendered now while they still work.
 	if s.p.TTS != nil {
 		s.prerender(s.def.Fallback.Apology)
+		// So is the wait filler: it covers a TTS that stalls on a reply.
+		if s.rt == nil && s.def.FillerAfterMS >= 0 {
+			s.prerender(s.waitFillerText())
+		}
 	}
 	s.updateState()
 
@@ -576,8 +597,12 @@ func (s *Session) onFrame(f []int16) {
 	at := s.frameAt.Add(-(s.vad.Elapsed() - ev.At))
 	switch ev.Type {
 	case vad.SpeechStart:
+		s.segStart, s.segEnd = at, time.Time{}
 		s.onSpeechStart(at)
-		if s.utterances && !s.segIgnored {
+		// Segments set aside for turn-taking (the echo guard, an ending)
+		// are transcribed all the same: the caller may be talking, and
+		// their words are judged when they come (onLateFinal).
+		if s.utterances && s.failure == nil {
 			for _, p := range s.preroll {
 				s.stt.write(p)
 			}
@@ -585,6 +610,10 @@ func (s *Session) onFrame(f []int16) {
 		}
 		s.preroll = s.preroll[:0]
 	case vad.SpeechEnd:
+		s.segEnd = at
+		if s.feeding {
+			s.stt.finalize()
+		}
 		s.onSpeechEnd(at)
 		s.feeding = false
 	}
@@ -595,13 +624,11 @@ func (s *Session) onFrame(f []int16) {
 
 // deadlines returns every pending timer of the loop.
 func (s *Session) deadlines() []time.Time {
-	d := []time.Time{s.maxDurAt, s.dtmfAt}
+	d := []time.Time{s.maxDurAt, s.dtmfAt, s.apologyAt}
 	if u := s.user; u != nil {
 		d = append(d, u.deadline(s))
 	}
-	if b := s.barge; b != nil && b.committed {
-		d = append(d, b.resumeAt)
-	}
+	d = append(d, s.resumeDeadline())
 	if r := s.reply; r != nil {
 		d = append(d, r.fillerAt)
 	}
@@ -640,7 +667,13 @@ func (s *Session) checkTimers(now time.Time) {
 	if r := s.reply; r != nil && due(r.fillerAt, now) {
 		s.onFillerDue(r)
 	}
-	if b := s.barge; b != nil && b.committed && due(b.resumeAt, now) {
+	if due(s.apologyAt, now) {
+		if sp := s.apology; sp != nil && len(sp.pcm) == 0 {
+			s.useBuiltinApology(sp)
+		}
+		s.apology, s.apologyAt = nil, time.Time{}
+	}
+	if due(s.resumeDeadline(), now) {
 		s.maybeResume()
 	}
 	s.checkEndpoint(now)
@@ -728,6 +761,8 @@ type ending struct {
 	// transfer is reported back.
 	toolCall *pendingTool
 	fallback bool // the transfer is the failure fallback
+	// handBack: no hangup; Run returns to its caller (ReturnOnFailure).
+	handBack bool
 }
 
 // endCall says goodbye (unless text is empty) and hangs up with reason.
@@ -765,6 +800,10 @@ func (s *Session) runEnding() {
 		return
 	}
 	e.started = true
+	if e.handBack {
+		s.finish(e.reason)
+		return
+	}
 	if e.transfer {
 		req := TransferRequest{Target: e.target.Target, Warm: e.target.Warm}
 		if req.Warm {
@@ -807,6 +846,8 @@ func (s *Session) onTransferDone(e *ending, err error) {
 	case e.toolCall != nil:
 		// The model hears that it failed and tells the caller.
 		s.completeTool(e.toolCall, toolError("the transfer to %s failed: %v", e.target.Name, err), err)
+	case e.fallback && s.opt.ReturnOnFailure:
+		s.handBack()
 	case e.fallback:
 		s.endCall(EndProviderFailure, s.def.Fallback.Goodbye, false)
 	default:
@@ -835,17 +876,16 @@ func (s *Session) fail(f *ProviderFailure) {
 		// Keep listening is pointless now; the call is being wound down.
 		s.stt.stop()
 	}
-	// The apology plays from the cache when the TTS is what failed.
-	if pcm, ok := s.cache.Get(s.cacheKey(s.def.Fallback.Apology)); ok {
-		s.playCanned(KindApology, s.def.Fallback.Apology, pcm)
-	} else if f.Provider != "tts" && s.p.TTS != nil {
-		s.say(KindApology, s.def.Fallback.Apology)
-	}
+	s.apologize(f)
 	if name := s.def.Fallback.TransferTo; name != "" {
 		if t, ok := s.def.TransferTarget(name); ok {
 			s.transferTo(t, "", nil, true)
 			return
 		}
+	}
+	if s.opt.ReturnOnFailure {
+		s.handBack()
+		return
 	}
 	goodbye := s.def.Fallback.Goodbye
 	if f.Provider == "tts" {
@@ -854,4 +894,62 @@ func (s *Session) fail(f *ProviderFailure) {
 		}
 	}
 	s.endCall(EndProviderFailure, goodbye, false)
+}
+
+// handBack ends the conversation without hanging up once the agent has
+// finished speaking: the caller's flow goes on.
+func (s *Session) handBack() {
+	s.ending = &ending{reason: EndProviderFailure, handBack: true}
+	s.runEnding()
+}
+
+// apologyWait bounds the silence before the apology: a TTS that has not
+// started it by then is passed over for the built-in prompt.
+const apologyWait = time.Second
+
+// apologize says the fallback apology so that a failure is never dead air:
+// pre-rendered in the agent's voice when it could be, rendered now when the
+// TTS still works (the built-in prompt stands in if it fails or is slow),
+// else the prompt built into the binary.
+func (s *Session) apologize(f *ProviderFailure) {
+	text := s.def.Fallback.Apology
+	if pcm, ok := s.cache.Get(s.cacheKey(text)); ok {
+		s.playCanned(KindApology, text, pcm)
+		return
+	}
+	if f.Provider == "tts" || s.p.TTS == nil {
+		s.playCanned(KindApology, BuiltinApologyText, BuiltinApology())
+		return
+	}
+	sp := s.sayWith(KindApology, text, true)
+	if sp != nil && !sp.complete {
+		s.apology = sp
+		s.apologyAt = s.now().Add(apologyWait)
+	}
+}
+
+// useBuiltinApology replaces an apology the TTS has not voiced with the
+// built-in one.
+func (s *Session) useBuiltinApology(sp *speech) {
+	if s.apology == sp {
+		s.apology, s.apologyAt = nil, time.Time{}
+	}
+	if sp.stopTTS != nil {
+		sp.stopTTS()
+	}
+	if sp.enq > 0 || sp.flushed || !slices.Contains(s.playing, sp) {
+		// Some of it was voiced: it stands as it is.
+		sp.complete = true
+		s.pump()
+		return
+	}
+	sp.pcm, sp.sharedPCM, sp.words, sp.complete = BuiltinApology(), true, nil, true
+	sp.text.Reset()
+	sp.text.WriteString(BuiltinApologyText)
+	if sp.turn >= 0 {
+		s.turns[sp.turn].Text = BuiltinApologyText
+		s.publishTurn(sp.turn)
+	}
+	s.log.Info("agent apology: the built-in prompt stands in for the TTS")
+	s.pump()
 }

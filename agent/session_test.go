@@ -29,6 +29,9 @@ type harness struct {
 	tts  *agenttest.TTS
 	def  agent.Definition
 	opt  agent.Options
+	// providers, when set, replace the scripted stt, llm and tts (tests of
+	// the real clients against agent/fake).
+	providers *agent.Providers
 
 	mu     sync.Mutex
 	events []agent.Event
@@ -85,7 +88,11 @@ func newHarness(t *testing.T, def agent.Definition) *harness {
 // start runs the session in the background.
 func (h *harness) start() {
 	h.t.Helper()
-	s, err := agent.NewSession(h.def, agent.Providers{STT: h.stt, LLM: h.llm, TTS: h.tts}, h.call, h.opt)
+	p := agent.Providers{STT: h.stt, LLM: h.llm, TTS: h.tts}
+	if h.providers != nil {
+		p = *h.providers
+	}
+	s, err := agent.NewSession(h.def, p, h.call, h.opt)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -486,7 +493,7 @@ func TestEchoGuardIgnoresSpeechRightAfterAgentStarts(t *testing.T) {
 	def.StartingMessage = ""
 	def.BargeIn.EchoGuardMS = 800
 	h := newHarness(t, def)
-	h.stt.Script = []agenttest.Utterance{{Text: "What times do you have?"}, {Text: "echo of the agent"}}
+	h.stt.Script = []agenttest.Utterance{{Text: "What times do you have?"}, {Text: "We have tables at six,"}} // the agent's own words coming back
 	h.llm.Script = []agenttest.Reply{{Text: longReply}}
 	h.start()
 	h.call.Say(agenttest.Speech(time.Second))

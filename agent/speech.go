@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"slices"
 	"strings"
 	"time"
@@ -32,6 +33,9 @@ type speech struct {
 	// waitFiller: a filler said because the model was slow to start; the
 	// reply's latency is measured to the reply itself, not to it.
 	waitFiller bool
+
+	// stopTTS ends the synthesis of a canned phrase.
+	stopTTS func()
 
 	itemID string // the realtime model's item it voices
 	turn   int    // transcript index of the agent turn this belongs to
@@ -122,20 +126,29 @@ func (s *Session) ttsOptions() TTSOptions {
 
 // say speaks a canned phrase: from the cache at once, or rendered by the
 // TTS (and cached for the next call).
-func (s *Session) say(kind, text string) {
+func (s *Session) say(kind, text string) { s.sayWith(kind, text, false) }
+
+// sayWith is say; with builtin, the built-in apology stands in when the TTS
+// fails. It returns the speech, nil when nothing can say it.
+func (s *Session) sayWith(kind, text string, builtin bool) *speech {
 	if pcm, ok := s.cache.Get(s.cacheKey(text)); ok {
 		s.playCanned(kind, text, pcm)
-		return
+		return nil
 	}
 	if s.p.TTS == nil {
 		// Nothing can say it (a realtime agent without a TTS): it is not
 		// said, and not put in the transcript as if it had been.
 		s.log.Info("agent phrase skipped: no TTS", "kind", kind)
-		return
+		return nil
 	}
 	sp := s.newSpeech(kind, text)
 	key := s.cacheKey(text)
-	tc := s.startTTS(s.ctx, func(ch TTSChunk) {
+	ctx, cancel := context.WithCancel(s.ctx)
+	sp.stopTTS = cancel
+	tc := s.startTTS(ctx, func(ch TTSChunk) {
+		if sp.complete {
+			return // replaced by the built-in apology
+		}
 		sp.addAudio(ch.PCM, ch.Words)
 		if ch.Final {
 			sp.complete = true
@@ -143,15 +156,35 @@ func (s *Session) say(kind, text string) {
 		}
 		s.pump()
 	}, func(f *ProviderFailure) {
-		// A phrase that cannot be rendered is skipped; the failure of the
-		// TTS shows up again (and is handled) on the next reply.
 		s.log.Warn("agent phrase not rendered", "kind", kind, "err", f.Err)
+		if builtin {
+			s.useBuiltinApology(sp)
+			return
+		}
 		sp.complete = true
+		if len(sp.pcm) == 0 {
+			// Never heard: neither the history nor the transcript holds it
+			// as said.
+			s.cutHistory(sp)
+			sp.text.Reset()
+			if sp.turn >= 0 {
+				s.turns[sp.turn].Text = ""
+				s.publishTurn(sp.turn)
+			}
+		}
 		s.pump()
+		// The TTS failed after its retries: waiting for the next reply to
+		// find out again would leave the caller in silence (a greeting
+		// nobody hears). The failure path apologizes with the built-in
+		// prompt. A realtime agent speaks without it; an ending goes on.
+		if s.rt == nil && s.ending == nil {
+			s.fail(f)
+		}
 	})
 	tc.writeText(text)
 	tc.flush()
 	tc.close()
+	return sp
 }
 
 // playCanned plays already rendered audio.
@@ -333,8 +366,20 @@ func (s *Session) reap() {
 	}
 }
 
+// spokenText is a speech the agent finished, for echo detection.
+type spokenText struct {
+	text string
+	end  time.Time
+}
+
 // speechDone closes a speech's part of the transcript.
 func (s *Session) speechDone(sp *speech, at time.Time) {
+	if t := sp.text.String(); t != "" {
+		s.recentSpeech = append(s.recentSpeech, spokenText{t, at})
+		if len(s.recentSpeech) > 4 {
+			s.recentSpeech = slices.Delete(s.recentSpeech, 0, 1)
+		}
+	}
 	if sp.turn >= 0 && sp.round == nil {
 		t := &s.turns[sp.turn]
 		t.End = at
@@ -595,17 +640,22 @@ func (s *Session) confirmBargeIn() {
 	if s.user != nil {
 		s.user.tentative = false
 	}
-	s.interruptAgent(false)
-	s.cancelReply()
+	s.stopForCaller()
 	s.emit(Event{Type: EventBargeIn, Text: "confirmed"})
 }
 
 // maybeResume resumes the agent where it was cut when the interruption
-// brought no words.
+// brought no words. With a recognizer that answers only after the speech
+// (per-utterance transcription), the words come well after the resume
+// timer: the decision waits for them, up to STTFinalTimeout, or the
+// caller's question would be talked over and lost.
 func (s *Session) maybeResume() {
 	u := s.user
 	if u != nil && u.speaking {
 		return // decide once the caller stops
+	}
+	if u != nil && u.waitsForFinal() && !due(u.finalizeAt.Add(s.opt.STTFinalTimeout), s.now()) {
+		return
 	}
 	if u != nil && contentWords(u.text(), s.def.BargeIn.BackchannelWords) > 0 {
 		s.confirmBargeIn()
@@ -614,6 +664,29 @@ func (s *Session) maybeResume() {
 	s.barge = nil
 	s.user = nil
 	s.resumeHeld()
+}
+
+// resumeDeadline is when maybeResume must next look at a committed
+// barge-in: the resume timer, or later the bounded wait for the
+// interruption's transcript; none while the caller is still speaking (the
+// end of their speech decides).
+func (s *Session) resumeDeadline() time.Time {
+	b, u := s.barge, s.user
+	if b == nil || !b.committed {
+		return time.Time{}
+	}
+	if u == nil {
+		return b.resumeAt
+	}
+	if u.speaking {
+		return time.Time{}
+	}
+	if u.waitsForFinal() {
+		if f := u.finalizeAt.Add(s.opt.STTFinalTimeout); f.After(b.resumeAt) {
+			return f
+		}
+	}
+	return b.resumeAt
 }
 
 // resumeHeld plays the held speeches on from exactly where they paused:

@@ -212,7 +212,9 @@ func (s *Session) runTTS(ctx context.Context, c *ttsConn, onChunk func(TTSChunk)
 	st := &ttsState{}
 	f := s.withRetries(ctx, "tts", s.retries, func() attemptResult {
 		err, timedOut := s.ttsAttempt(ctx, c, st, onChunk)
-		return attemptResult{err: err, timedOut: timedOut, final: st.delivered}
+		// After a wait for first audio the caller has been in silence
+		// TTSTimeout already: another such wait is not worth it.
+		return attemptResult{err: err, timedOut: timedOut, final: st.delivered || timedOut}
 	})
 	if f != nil {
 		s.post(ctx, func() { onFail(f) })
@@ -366,6 +368,45 @@ type sttConn struct {
 	stopped bool
 	wake    chan struct{}
 	dropped int
+	// unanswered (owned by the worker) holds what was written and has no
+	// transcript yet: for an utterance recognizer each Finalize's
+	// utterance until its final comes, for a continuous one the audio
+	// since the last final. A new stream after a failure gets it again,
+	// so a dropped upload or connection costs time, not the caller's
+	// words.
+	unanswered []sttOp
+	// keep bounds unanswered, in ops.
+	keep int
+}
+
+// Bounds of the audio kept for a retry: 30 s of utterances (speech only),
+// or 10 s of a continuous stream (silence included).
+const (
+	maxUnansweredUtterances = 1500
+	maxUnansweredStream     = 500
+)
+
+// sent notes ops written to the recognizer.
+func (c *sttConn) sent(ops []sttOp) {
+	c.unanswered = append(c.unanswered, ops...)
+	if n := len(c.unanswered) - c.keep; n > 0 {
+		c.unanswered = slices.Delete(c.unanswered, 0, n)
+	}
+}
+
+// answered drops what a final covered: the oldest utterance, or for a
+// continuous recognizer everything so far.
+func (c *sttConn) answered(utterances bool) {
+	if !utterances {
+		c.unanswered = c.unanswered[:0]
+		return
+	}
+	for i, op := range c.unanswered {
+		if op.frame == nil {
+			c.unanswered = slices.Delete(c.unanswered, 0, i+1)
+			return
+		}
+	}
 }
 
 // sttOp is a frame to write, or (nil frame) a Finalize.
@@ -435,7 +476,10 @@ func (c *sttConn) take() (ops []sttOp, restart, stopped bool) {
 }
 
 func (s *Session) startSTT() *sttConn {
-	c := &sttConn{wake: make(chan struct{}, 1)}
+	c := &sttConn{wake: make(chan struct{}, 1), keep: maxUnansweredStream}
+	if s.utterances {
+		c.keep = maxUnansweredUtterances
+	}
 	s.goWorker(func() { s.runSTT(c) })
 	return c
 }
@@ -467,6 +511,23 @@ func (s *Session) sttAttempt(ctx context.Context, c *sttConn) (progress bool, er
 	stream := v.(STTStream)
 	defer stream.Close()
 	events := stream.Events()
+	write := func(ops []sttOp) error {
+		for _, op := range ops {
+			var err error
+			if op.frame == nil {
+				err = stream.Finalize()
+			} else {
+				err = stream.Write(op.frame)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := write(c.unanswered); err != nil {
+		return progress, err, false
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -479,15 +540,9 @@ func (s *Session) sttAttempt(ctx context.Context, c *sttConn) (progress bool, er
 			if restart {
 				return progress, errSTTHung, true
 			}
-			for _, op := range ops {
-				if op.frame == nil {
-					err = stream.Finalize()
-				} else {
-					err = stream.Write(op.frame)
-				}
-				if err != nil {
-					return progress, err, false
-				}
+			c.sent(ops)
+			if err := write(ops); err != nil {
+				return progress, err, false
 			}
 		case ev, ok := <-events:
 			if !ok {
@@ -502,6 +557,9 @@ func (s *Session) sttAttempt(ctx context.Context, c *sttConn) (progress bool, er
 			}
 			if ev.Type == STTFinal && ev.Text != "" {
 				progress = true
+			}
+			if ev.Type == STTFinal {
+				c.answered(s.utterances)
 			}
 			if !s.post(ctx, func() { s.onSTTEvent(ev) }) {
 				return progress, nil, false

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -115,6 +116,10 @@ type AITalkOption struct {
 	Greeting     string            `json:"greeting,omitempty"`  // replaces the agent's starting message
 	Variables    map[string]string `json:"variables,omitempty"` // more {{variables}} for the prompt (values may use ${...})
 	MaxDurationS int               `json:"max_duration_s,omitempty"`
+	// FallbackTargetID runs when the agent's providers fail (after the
+	// caller heard an apology); without it the flow goes on with the next
+	// action.
+	FallbackTargetID string `json:"fallback_target_id,omitempty"`
 }
 
 func init() { actionTypes["ai_talk"] = define(compileAITalk) }
@@ -127,24 +132,57 @@ func compileAITalk(o *AITalkOption) (step, error) {
 		return step{}, badField("max_duration_s", "must be between 0 and 86400")
 	}
 	// The conversation's own limits bound it, not the action timeout.
-	return seq(-1, func(ctx context.Context, r *run) (string, error) { return "", r.c.aiTalk(ctx, o) }), nil
+	st := seq(-1, nil)
+	if o.FallbackTargetID != "" {
+		st.jumps = []string{o.FallbackTargetID}
+	}
+	st.exec = func(ctx context.Context, r *run) (string, error) {
+		failed, err := r.c.aiTalk(ctx, o, o.FallbackTargetID != "" || r.hasNext())
+		if failed {
+			return o.FallbackTargetID, err
+		}
+		return "", err
+	}
+	return st, nil
+}
+
+// hasNext reports whether the flow does more than hang up after the
+// current action. When all that follows is a hangup, the agent's own
+// goodbye and hangup end the call the same way, only politely.
+func (r *run) hasNext() bool {
+	f, i := r.current, r.currentIndex
+	if f == nil || r.depth > 1 {
+		return true
+	}
+	next := i + 1
+	if i < len(f.Actions) && f.Actions[i].NextID != "" {
+		next = slices.IndexFunc(f.Actions, func(a Action) bool { return a.ID == f.Actions[i].NextID })
+	}
+	if next < 0 || next >= len(f.Actions) {
+		return f.OnCompleteFlowID != ""
+	}
+	return f.Actions[next].Type != "hangup"
 }
 
 // aiTalk runs one agent session on the call and leaves its results in
-// agent.* variables.
-func (c *Call) aiTalk(ctx context.Context, o *AITalkOption) error {
+// agent.* variables. failed reports that the agent could not run or its
+// providers failed: the caller has heard an apology, and the flow goes to
+// the action's fallback. handBack: the flow has somewhere to go after a
+// failure; else the agent says its goodbye and hangs up itself, as
+// nothing would follow.
+func (c *Call) aiTalk(ctx context.Context, o *AITalkOption, handBack bool) (failed bool, err error) {
 	if !c.answered.Load() {
-		return errNotAnswered
+		return false, errNotAnswered
 	}
 	id := c.expand(o.AgentID)
 	def, ok := c.ct.cfg.Agents.Get(id)
 	if !ok {
-		return fmt.Errorf("agent %q not found", id)
+		return true, c.agentUnavailable(ctx, fmt.Errorf("agent %q not found", id))
 	}
 	defer c.ct.cfg.Agents.use(id)()
 	p, err := c.ct.providersFor(def)
 	if err != nil {
-		return fmt.Errorf("agent %s: providers: %w", id, err)
+		return true, c.agentUnavailable(ctx, fmt.Errorf("agent %s: providers: %w", id, err))
 	}
 	vars := c.vars()
 	for k, v := range o.Variables {
@@ -162,6 +200,9 @@ func (c *Call) aiTalk(ctx context.Context, o *AITalkOption) error {
 		Greeting:    c.expand(o.Greeting),
 		MaxDuration: time.Duration(o.MaxDurationS) * time.Second,
 		Logger:      c.log.With("agent_id", id),
+		// After a provider failure and its apology the flow decides what
+		// comes next (fallback_target_id, or the next action).
+		ReturnOnFailure: handBack,
 		OnEvent: func(e agent.Event) {
 			// Turn and Latency are the event's own copies: renumbered here,
 			// in the session's order, so indexes follow the conversation.
@@ -181,7 +222,7 @@ func (c *Call) aiTalk(ctx context.Context, o *AITalkOption) error {
 	if err != nil {
 		close(events)
 		wg.Wait()
-		return fmt.Errorf("agent %s: %w", id, err)
+		return true, c.agentUnavailable(ctx, fmt.Errorf("agent %s: %w", id, err))
 	}
 	c.setVar("agent.id", id)
 	res, runErr := sess.Run(ctx)
@@ -211,13 +252,26 @@ func (c *Call) aiTalk(ctx context.Context, o *AITalkOption) error {
 		} else {
 			c.stream.Flush()
 			c.log.Info("agent transfer: bridging", "target", res.TransferredTo)
-			return c.bridge(ctx, pb.b, pb.p)
+			return false, c.bridge(ctx, pb.b, pb.p)
 		}
 	}
 	if runErr != nil && ctx.Err() == nil {
-		return fmt.Errorf("agent %s: %w", id, runErr)
+		return true, c.agentUnavailable(ctx, fmt.Errorf("agent %s: %w", id, runErr))
 	}
-	return nil
+	// The failure is on the record (a warning and agent.failed_provider);
+	// the action itself did what it should.
+	return res.Reason == agent.EndProviderFailure, nil
+}
+
+// agentUnavailable is an ai_talk that could not start a conversation: the
+// caller hears the apology built into the binary rather than silence, and
+// err goes on the record as the action's error.
+func (c *Call) agentUnavailable(ctx context.Context, err error) error {
+	c.log.Error("ai_talk: no conversation", "err", err)
+	if perr := c.play(ctx, agent.BuiltinApology()); perr != nil && ctx.Err() == nil {
+		c.log.Warn("ai_talk: apology not played", "err", perr)
+	}
+	return err
 }
 
 // keepAgentResult stores the final transcript and latency rows and sets the

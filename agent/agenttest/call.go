@@ -9,6 +9,7 @@ package agenttest
 import (
 	"context"
 	"errors"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -52,6 +53,11 @@ type Call struct {
 	// TransferErr, when set, decides the outcome of a transfer.
 	transferErr func(target string) error
 	sendDTMFErr error
+	// echoGain and echoTicks return the agent's audio to the caller's
+	// side, as a phone without echo cancellation does.
+	echoGain  float64
+	echoTicks int
+	inTicks   []bool // per tick: the caller's own audio was loud
 }
 
 type chunk struct {
@@ -134,6 +140,16 @@ func (c *Call) doTick() {
 	frame := make([]int16, frameSamples)
 	k := copy(frame, c.inbound)
 	c.inbound = c.inbound[k:]
+	c.inTicks = append(c.inTicks, rms(frame) > 200)
+	if c.echoGain > 0 {
+		// The frame sent echoTicks ago comes back attenuated.
+		if i := len(c.out) - c.echoTicks*frameSamples; i >= 0 && len(c.out) >= frameSamples {
+			for j := range frame {
+				v := float64(frame[j]) + c.echoGain*float64(c.out[i+j])
+				frame[j] = int16(max(-32768, min(32767, v)))
+			}
+		}
+	}
 	// Outbound: 20 ms from the queue, silence padded.
 	out := make([]int16, frameSamples)
 	filled := 0
@@ -362,4 +378,23 @@ func (c *Call) Queued() int {
 		n += len(ch.pcm) - ch.off
 	}
 	return n
+}
+
+// Echo returns the agent's audio to the session delayed by delay and
+// attenuated by db (negative), mixed with the caller's own, from the next
+// tick on.
+func (c *Call) Echo(db float64, delay time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.echoGain = math.Pow(10, db/20)
+	c.echoTicks = max(1, int(delay/frameDur))
+}
+
+// CallerActive returns, per tick from the first, whether the caller's own
+// audio (echo excluded) was loud in it: the inbound timeline, aligned with
+// Outbound's frames.
+func (c *Call) CallerActive() []bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.inTicks)
 }

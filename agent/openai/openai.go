@@ -63,6 +63,12 @@ type Config struct {
 	// MaxSegmentChars splits text without punctuation at a space once a
 	// segment grows this long. 0 means 250.
 	MaxSegmentChars int
+	// FirstSegmentWords ends a stream's first segment after this many
+	// words when no clause break (comma, colon, semicolon, dash) came
+	// sooner, so speech is requested before the first sentence is
+	// written. 0 means 4; -1 waits for a sentence end or long clause
+	// like the later segments.
+	FirstSegmentWords int
 }
 
 func (c Config) client() (*goopenai.Client, error) {

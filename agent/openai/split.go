@@ -22,18 +22,35 @@ var abbreviations = map[string]bool{
 type splitter struct {
 	minClause int // characters before a clause break may end a segment
 	maxLen    int // characters before a space ends a segment regardless
+	// first: this is a stream's first segment, which decides when the
+	// caller hears anything. It ends at the first clause break whatever
+	// its length, or at the space after firstWords words: the request
+	// goes out while the model is still writing the sentence, and the
+	// later segments (sentences, long clauses) keep the voice natural.
+	first      bool
+	firstWords int
 }
 
 // next returns the first complete segment of s and the rest; ok is false
 // when s holds no complete segment yet.
 func (sp splitter) next(s string) (seg, rest string, ok bool) {
 	lastSpace := -1
-	n := 0 // characters so far
+	n := 0     // characters so far
+	words := 0 // words ended by a space so far
 	for i, r := range s {
 		n++
 		if unicode.IsSpace(r) {
 			if n > sp.maxLen && lastSpace > 0 {
 				return s[:lastSpace], s[lastSpace:], true
+			}
+			if lastSpace != i-1 && i > 0 {
+				words++
+			}
+			if sp.first && sp.firstWords > 0 && words >= sp.firstWords {
+				return s[:i], s[i:], true
+			}
+			if sp.first && r == ' ' && i > 0 && isDash(s, i) {
+				return s[:i], s[i:], true // "word - more": a spoken pause
 			}
 			lastSpace = i
 		}
@@ -60,7 +77,7 @@ func (sp splitter) next(s string) (seg, rest string, ok bool) {
 				continue
 			}
 			return s[:j], s[j:], true
-		case isClauseBreak(r) && n >= sp.minClause:
+		case isClauseBreak(r) && (n >= sp.minClause || sp.first):
 			if end >= len(s) {
 				return "", s, false
 			}
@@ -70,6 +87,12 @@ func (sp splitter) next(s string) (seg, rest string, ok bool) {
 		}
 	}
 	return "", s, false
+}
+
+// isDash reports whether the space at s[i] follows a free-standing hyphen
+// (" - "), which is spoken as a pause like a dash.
+func isDash(s string, i int) bool {
+	return i >= 2 && s[i-1] == '-' && s[i-2] == ' '
 }
 
 func isSentenceEnd(r rune) bool {

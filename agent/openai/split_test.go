@@ -75,3 +75,32 @@ func TestSpeakable(t *testing.T) {
 		}
 	}
 }
+
+// A stream's first segment is cut early: at the first clause break however
+// short, a spaced dash, or after firstWords words; with the next character
+// still deciding (so "1,000" stays whole).
+func TestSplitterFirstSegment(t *testing.T) {
+	sp := splitter{minClause: 40, maxLen: 250, first: true, firstWords: 5}
+	cases := []struct {
+		name   string
+		deltas []string
+		seg    string
+	}{
+		{"comma", []string{"Sure", ",", " I", " can", " help"}, "Sure,"},
+		{"words", []string{"You", " said", " I", " would", " like", " to", " check"}, "You said I would like"},
+		{"sentence first", []string{"Yes", ".", " Then"}, "Yes."},
+		{"spaced dash", []string{"Right", " -", " the", " order"}, "Right -"},
+		{"em dash", []string{"Well—", " let", " me", " see"}, "Well—"},
+		{"number with comma", []string{"It", " is", " 1,000", " dollars", " in", " total"}, "It is 1,000 dollars in"},
+	}
+	for _, c := range cases {
+		segs, _ := segments(sp, c.deltas...)
+		if len(segs) == 0 || segs[0] != c.seg {
+			t.Errorf("%s: segments %q, want first %q", c.name, segs, c.seg)
+		}
+	}
+	// Too few words and no break: nothing yet.
+	if segs, rest := segments(sp, "You", " said", " I"); segs != nil || rest != "You said I" {
+		t.Errorf("cut early: %q / %q", segs, rest)
+	}
+}

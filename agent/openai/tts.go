@@ -54,6 +54,12 @@ func (t *TTS) Start(ctx context.Context, opt agent.TTSOptions) (agent.TTSStream,
 	if sp.maxLen <= 0 {
 		sp.maxLen = 250
 	}
+	switch sp.firstWords = t.cfg.FirstSegmentWords; {
+	case sp.firstWords == 0:
+		sp.firstWords = 4
+	case sp.firstWords < 0:
+		sp.firstWords = 0
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	s := &ttsStream{
 		tts: t, voice: voice, split: sp, ctx: ctx, cancel: cancel,
@@ -96,6 +102,7 @@ type ttsStream struct {
 	mu      sync.Mutex
 	pending string    // text not yet cut into a segment
 	queue   []segment // cut, not yet requested
+	cuts    int       // segments cut so far (the first is cut early)
 	closed  bool
 }
 
@@ -111,11 +118,14 @@ func (s *ttsStream) WriteText(text string) error {
 	}
 	s.pending += text
 	for {
-		seg, rest, ok := s.split.next(strings.TrimLeft(s.pending, " \t\r\n"))
+		sp := s.split
+		sp.first = s.cuts == 0 && s.split.firstWords > 0
+		seg, rest, ok := sp.next(strings.TrimLeft(s.pending, " \t\r\n"))
 		if !ok {
 			break
 		}
 		s.pending = rest
+		s.cuts++
 		if speakable(seg) {
 			s.queue = append(s.queue, segment{text: strings.TrimSpace(seg)})
 		}
@@ -137,6 +147,7 @@ func (s *ttsStream) Flush() error {
 	switch {
 	case speakable(rest):
 		s.queue = append(s.queue, segment{text: rest, final: true})
+		s.cuts++
 	case len(s.queue) > 0:
 		s.queue[len(s.queue)-1].final = true
 	default:

@@ -2,6 +2,7 @@ package audio
 
 import (
 	"encoding/binary"
+	"errors"
 	"math"
 	"time"
 )
@@ -58,4 +59,32 @@ func Tone(freqHz float64, rate int, d time.Duration, amplitude float64) []int16 
 		out[i] = int16(math.Round(amp * math.Sin(w*float64(i))))
 	}
 	return out
+}
+
+// DecodeWAV reads a mono 16-bit PCM WAV file (as EncodeWAV writes, or a
+// tool such as sox) and returns its samples and rate.
+func DecodeWAV(b []byte) ([]int16, int, error) {
+	le := binary.LittleEndian
+	if len(b) < 12 || string(b[0:4]) != "RIFF" || string(b[8:12]) != "WAVE" {
+		return nil, 0, errors.New("wav: not a RIFF/WAVE file")
+	}
+	rate := 0
+	for p := 12; p+8 <= len(b); {
+		id, n := string(b[p:p+4]), int(le.Uint32(b[p+4:]))
+		body := b[p+8 : min(len(b), p+8+n)]
+		switch id {
+		case "fmt ":
+			if len(body) < 16 || le.Uint16(body[0:]) != 1 || le.Uint16(body[2:]) != 1 || le.Uint16(body[14:]) != 16 {
+				return nil, 0, errors.New("wav: not mono 16-bit integer PCM")
+			}
+			rate = int(le.Uint32(body[4:]))
+		case "data":
+			if rate == 0 {
+				return nil, 0, errors.New("wav: data before fmt")
+			}
+			return PCMSamples(nil, body), rate, nil
+		}
+		p += 8 + n + n%2 // chunks are padded to even sizes
+	}
+	return nil, 0, errors.New("wav: no data chunk")
 }
