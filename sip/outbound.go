@@ -692,11 +692,13 @@ func (s *Server) established(inv *sip.Request, tx sip.ClientTransaction, res *si
 			}
 		}
 	})
+	// Known before the ACK leaves: the far end may send INFO or BYE the
+	// moment it arrives, and those must find the leg.
+	s.outLegs.Store(id, o)
 	if err := s.client.WriteRequest(ack, asIs); err != nil {
 		o.end(EndLocal, CauseTransport, res.StatusCode)
 		return nil, &DialError{Reason: store.ReasonFailed, Code: res.StatusCode, Err: fmt.Errorf("ack: %w", err)}
 	}
-	s.outLegs.Store(id, o)
 
 	body := res.Body()
 	if len(body) == 0 {
