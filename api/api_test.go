@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -644,6 +645,33 @@ func TestMetrics(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// The store's write queue is on /metrics: what it committed, its bound.
+func TestStoreWriterMetrics(t *testing.T) {
+	e := newTestEnv(t)
+	e.api.Metrics().MustRegister(StoreWriterCollector(e.db))
+	before := e.db.WriterStats().Written
+	for i := range 3 {
+		c := store.Call{Direction: store.DirectionIncoming, Status: store.StatusRinging, Source: fmt.Sprint(i)}
+		if err := e.db.QueueCreateCall(&c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.db.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	text := string(e.do("GET", "/metrics", "", nil).body)
+	for _, w := range []string{
+		fmt.Sprintf("voxbridge_store_writes_total %d", before+3),
+		fmt.Sprintf("voxbridge_store_write_queue_capacity %d", store.WriteQueueCapacity),
+		"voxbridge_store_write_queue 0",
+		"voxbridge_store_writes_failed_total 0",
+	} {
+		if !strings.Contains(text, w+"\n") {
+			t.Errorf("/metrics lacks %q", w)
+		}
+	}
 }
 
 // Close ends every goroutine the API started: the metrics feed, the

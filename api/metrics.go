@@ -177,29 +177,47 @@ func (s *Server) startMetricsFeed() {
 // Metrics returns the server's metrics, for other packages to add theirs.
 func (s *Server) Metrics() *Metrics { return s.metrics }
 
-// StoreWriterCollectors export the store's write queue: its depth against
+// storeWriterMetrics are the store's write-queue figures, one row each.
+var storeWriterMetrics = []struct {
+	desc  *prometheus.Desc
+	kind  prometheus.ValueType
+	value func(store.WriterStats) float64
+}{
+	{prometheus.NewDesc("voxbridge_store_write_queue", "Record writes queued, not yet committed.", nil, nil),
+		prometheus.GaugeValue, func(s store.WriterStats) float64 { return float64(s.Queued) }},
+	{prometheus.NewDesc("voxbridge_store_write_queue_capacity", "The record write queue's bound.", nil, nil),
+		prometheus.GaugeValue, func(s store.WriterStats) float64 { return float64(s.Capacity) }},
+	{prometheus.NewDesc("voxbridge_store_writes_total", "Record writes committed.", nil, nil),
+		prometheus.CounterValue, func(s store.WriterStats) float64 { return float64(s.Written) }},
+	{prometheus.NewDesc("voxbridge_store_writes_coalesced_total", "Call record writes replaced by a later one of the same batch.", nil, nil),
+		prometheus.CounterValue, func(s store.WriterStats) float64 { return float64(s.Coalesced) }},
+	{prometheus.NewDesc("voxbridge_store_write_batches_total", "Record write transactions committed.", nil, nil),
+		prometheus.CounterValue, func(s store.WriterStats) float64 { return float64(s.Batches) }},
+	{prometheus.NewDesc("voxbridge_store_writes_failed_total", "Record writes the database refused.", nil, nil),
+		prometheus.CounterValue, func(s store.WriterStats) float64 { return float64(s.Failed) }},
+	{prometheus.NewDesc("voxbridge_store_write_retries_total", "Record writes tried again after a passing failure.", nil, nil),
+		prometheus.CounterValue, func(s store.WriterStats) float64 { return float64(s.Retries) }},
+	{prometheus.NewDesc("voxbridge_store_write_delay_max_seconds", "The longest a record write waited from queued to committed.", nil, nil),
+		prometheus.GaugeValue, func(s store.WriterStats) float64 { return s.MaxDelay.Seconds() }},
+}
+
+// StoreWriterCollector exports the store's write queue: its depth against
 // its bound (new calls are refused at a quarter), what it wrote and refused,
 // and the longest a write waited to be committed (what a kill -9 can lose).
-func StoreWriterCollectors(db *store.DB) []prometheus.Collector {
-	stat := func(f func(store.WriterStats) float64) func() float64 {
-		return func() float64 { return f(db.WriterStats()) }
+// One scrape reads the figures once.
+func StoreWriterCollector(db *store.DB) prometheus.Collector { return storeWriterCollector{db} }
+
+type storeWriterCollector struct{ db *store.DB }
+
+func (storeWriterCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, m := range storeWriterMetrics {
+		ch <- m.desc
 	}
-	return []prometheus.Collector{
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "voxbridge_store_write_queue",
-			Help: "Record writes queued, not yet committed."}, stat(func(s store.WriterStats) float64 { return float64(s.Queued) })),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "voxbridge_store_write_queue_capacity",
-			Help: "The record write queue's bound."}, stat(func(s store.WriterStats) float64 { return float64(s.Capacity) })),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "voxbridge_store_writes_total",
-			Help: "Record writes committed."}, stat(func(s store.WriterStats) float64 { return float64(s.Written) })),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "voxbridge_store_writes_coalesced_total",
-			Help: "Call record writes replaced by a later one of the same batch."}, stat(func(s store.WriterStats) float64 { return float64(s.Coalesced) })),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "voxbridge_store_write_batches_total",
-			Help: "Record write transactions committed."}, stat(func(s store.WriterStats) float64 { return float64(s.Batches) })),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "voxbridge_store_writes_failed_total",
-			Help: "Record writes the database refused."}, stat(func(s store.WriterStats) float64 { return float64(s.Failed) })),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "voxbridge_store_write_retries_total",
-			Help: "Record writes tried again after a passing failure."}, stat(func(s store.WriterStats) float64 { return float64(s.Retries) })),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "voxbridge_store_write_delay_max_seconds",
-			Help: "The longest a record write waited from queued to committed."}, stat(func(s store.WriterStats) float64 { return s.MaxDelay.Seconds() })),
+}
+
+func (c storeWriterCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.db.WriterStats()
+	for _, m := range storeWriterMetrics {
+		ch <- prometheus.MustNewConstMetric(m.desc, m.kind, m.value(st))
 	}
 }

@@ -246,12 +246,15 @@ func (w *writer) commit(batch []*writeOp, closing bool) {
 // onlyMarks reports whether ops write nothing (Sync's place markers).
 func onlyMarks(ops []*writeOp) bool {
 	for _, op := range ops {
-		if op.query != "" || op.exec != nil {
+		if !op.isMark() {
 			return false
 		}
 	}
 	return true
 }
+
+// isMark reports whether op writes nothing (Sync's place in the queue).
+func (op *writeOp) isMark() bool { return op.query == "" && op.exec == nil }
 
 // run executes op in tx, with st when the statement is prepared.
 func (op *writeOp) run(ctx context.Context, tx *sql.Tx, st *sql.Stmt) error {
@@ -385,24 +388,32 @@ func (w *writer) coalesce(batch []*writeOp) []*writeOp {
 func (w *writer) committed(live []*writeOp, err error) {
 	now := w.db.now()
 	var oldest time.Duration
+	writes := 0 // Sync's markers write nothing and count for nothing
 	for _, op := range live {
-		oldest = max(oldest, now.Sub(op.queued))
 		if op.done != nil {
 			op.done <- err
 		}
+		if op.isMark() {
+			continue
+		}
+		writes++
+		oldest = max(oldest, now.Sub(op.queued))
 	}
-	if err != nil {
-		w.failed.Add(uint64(len(live)))
+	if writes == 0 {
 		return
 	}
-	w.written.Add(uint64(len(live)))
+	if err != nil {
+		w.failed.Add(uint64(writes))
+		return
+	}
+	w.written.Add(uint64(writes))
 	w.batches.Add(1)
 	w.lastDelay.Store(int64(oldest))
 	if int64(oldest) > w.maxDelay.Load() {
 		w.maxDelay.Store(int64(oldest))
 	}
-	if int64(len(live)) > w.maxBatch.Load() {
-		w.maxBatch.Store(int64(len(live)))
+	if int64(writes) > w.maxBatch.Load() {
+		w.maxBatch.Store(int64(writes))
 	}
 }
 

@@ -225,7 +225,7 @@ func startInstance(cfg serveConfig, log *slog.Logger, opt instanceOptions) (*ins
 		return fail(err)
 	}
 	inst.api.Metrics().MustRegister(inst.sip.Collector()) // voxbridge_sip_refused_total
-	inst.api.Metrics().MustRegister(api.StoreWriterCollectors(db)...)
+	inst.api.Metrics().MustRegister(api.StoreWriterCollector(db))
 	if err := inst.tasks.Start(ctx); err != nil {
 		inst.api.Close()
 		hl.Close()
