@@ -38,8 +38,15 @@ func benchSession(b *testing.B, def agent.Definition, utterances int, reply func
 		return agenttest.Reply{Text: reply(n)}
 	}}
 	tts := &agenttest.TTS{FirstAudio: benchTTS}
-	rows := make(chan agent.TurnLatency, utterances+1)
-	s, err := agent.NewSession(def, agent.Providers{STT: stt, LLM: llm, TTS: tts}, call, agent.Options{
+	return runBenchSession(b, def, agent.Providers{STT: stt, LLM: llm, TTS: tts}, call, utterances+1)
+}
+
+// runBenchSession starts a session on call with providers and returns
+// call, a channel of its latency rows (room for rows) and a stop that
+// hangs up and returns the result.
+func runBenchSession(b *testing.B, def agent.Definition, providers agent.Providers, call *agenttest.Call, rowsCap int) (*agenttest.Call, chan agent.TurnLatency, func() agent.Result) {
+	rows := make(chan agent.TurnLatency, rowsCap)
+	s, err := agent.NewSession(def, providers, call, agent.Options{
 		Cache: &agent.AudioCache{},
 		OnEvent: func(e agent.Event) {
 			if e.Type == agent.EventLatency {
@@ -207,24 +214,7 @@ func BenchmarkVoiceToVoiceOpenAI(b *testing.B) {
 			tts, _ := openai.NewTTS(cfg)
 			def := baseDef()
 			def.StartingMessage = ""
-			call := agenttest.NewCall(b)
-			rows := make(chan agent.TurnLatency, b.N+1)
-			s, err := agent.NewSession(def, agent.Providers{STT: stt, LLM: llm, TTS: tts}, call, agent.Options{
-				Cache: &agent.AudioCache{},
-				OnEvent: func(e agent.Event) {
-					if e.Type == agent.EventLatency {
-						rows <- *e.Latency
-					}
-				},
-			})
-			if err != nil {
-				b.Fatal(err)
-			}
-			done := make(chan agent.Result, 1)
-			go func() {
-				res, _ := s.Run(context.Background())
-				done <- res
-			}()
+			call, rows, stop := runBenchSession(b, def, agent.Providers{STT: stt, LLM: llm, TTS: tts}, agenttest.NewCall(b), b.N+1)
 			var v2v []time.Duration
 			for i := 0; i < b.N; i++ {
 				call.Say(agenttest.Speech(1200 * time.Millisecond))
@@ -239,8 +229,7 @@ func BenchmarkVoiceToVoiceOpenAI(b *testing.B) {
 				v2v = append(v2v, l.VoiceToVoice)
 			}
 			b.StopTimer()
-			call.Close()
-			<-done
+			stop()
 			report(b, "v2v", v2v)
 		})
 	}

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"net"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -58,6 +57,20 @@ func TestBuiltinApologyIsEmbedded(t *testing.T) {
 	}
 }
 
+// handedBack waits for the session's end and checks that it ended for
+// provider's failure without hanging up (ReturnOnFailure: the flow decides).
+func (h *harness) handedBack(provider string) agent.Result {
+	h.t.Helper()
+	res := h.result()
+	if res.Reason != agent.EndProviderFailure || res.Failure == nil || res.Failure.Provider != provider {
+		h.t.Fatalf("reason %q failure %+v, want a %s failure", res.Reason, res.Failure, provider)
+	}
+	if _, hung := h.call.HangupReason(); hung {
+		h.t.Error("the session hung up; the flow should decide")
+	}
+	return res
+}
+
 // Every provider is down when the call is handed to the agent: the greeting
 // cannot be rendered, so the caller hears the built-in apology within 2 s
 // of the start, and (ReturnOnFailure) the session hands the call back to
@@ -73,13 +86,7 @@ func TestProvidersDownAtStartApologizeAndHandBack(t *testing.T) {
 	h.opt.ReturnOnFailure = true
 	start := h.call.Now()
 	h.start()
-	res := h.result()
-	if res.Reason != agent.EndProviderFailure || res.Failure == nil || res.Failure.Provider != "tts" {
-		t.Fatalf("reason %q failure %+v", res.Reason, res.Failure)
-	}
-	if _, hung := h.call.HangupReason(); hung {
-		t.Error("the session hung up; the flow should decide")
-	}
+	res := h.handedBack("tts")
 	out, tick0 := h.call.Outbound()
 	at := builtinAt(out)
 	if at < 0 {
@@ -112,22 +119,12 @@ func TestLLMFailureHandsBackAfterApology(t *testing.T) {
 	h.waitFinalTurns(1)
 	h.waitListening()
 	h.call.Say(agenttest.Speech(time.Second))
-	res := h.result()
-	if res.Reason != agent.EndProviderFailure || res.Failure == nil || res.Failure.Provider != "llm" {
-		t.Fatalf("reason %q failure %+v", res.Reason, res.Failure)
-	}
-	if _, hung := h.call.HangupReason(); hung {
-		t.Error("hung up")
-	}
+	res := h.handedBack("llm")
 	out, _ := h.call.Outbound()
 	if !toneHeard(out, "difficulties.") {
 		t.Error("the apology in the agent's voice was not heard")
 	}
-	var kinds []string
-	for _, tr := range res.Transcript {
-		kinds = append(kinds, tr.Kind)
-	}
-	if strings.Join(kinds, ",") != "greeting,speech,reply,apology" {
+	if kinds := kindsOf(res.Transcript); kinds != "greeting,speech,reply,apology" {
 		t.Errorf("turn kinds %v", kinds)
 	}
 }
@@ -150,10 +147,7 @@ func TestTTSFailureWithoutCachedApologyUsesBuiltin(t *testing.T) {
 	h.opt.ReturnOnFailure = true
 	h.start()
 	h.call.Say(agenttest.Speech(time.Second))
-	res := h.result()
-	if res.Failure == nil || res.Failure.Provider != "tts" {
-		t.Fatalf("failure %+v", res.Failure)
-	}
+	h.handedBack("tts")
 	out, _ := h.call.Outbound()
 	if builtinAt(out) < 0 {
 		t.Error("the built-in apology was not heard")

@@ -756,11 +756,7 @@ func TestLLMHangIsATimeout(t *testing.T) {
 	if reason, ok := h.call.HangupReason(); !ok || reason != string(agent.EndProviderFailure) {
 		t.Errorf("hangup %v %q", ok, reason)
 	}
-	var kinds []string
-	for _, tr := range res.Transcript {
-		kinds = append(kinds, tr.Kind)
-	}
-	if strings.Join(kinds, ",") != "greeting,speech,reply,apology,goodbye" {
+	if kinds := kindsOf(res.Transcript); kinds != "greeting,speech,reply,apology,goodbye" {
 		t.Errorf("turn kinds %v", kinds)
 	}
 }
@@ -835,12 +831,8 @@ func TestSilenceTimeout(t *testing.T) {
 	if res.Reason != agent.EndSilenceTimeout {
 		t.Fatalf("reason %q", res.Reason)
 	}
-	var kinds []string
-	for _, tr := range res.Transcript {
-		kinds = append(kinds, tr.Kind)
-	}
 	// Reminders at 1 s and 2 s of silence, then the goodbye at 3 s.
-	if strings.Join(kinds, ",") != "greeting,reminder,reminder,goodbye" {
+	if kinds := kindsOf(res.Transcript); kinds != "greeting,reminder,reminder,goodbye" {
 		t.Errorf("turn kinds %v", kinds)
 	}
 	if reason, _ := h.call.HangupReason(); reason != string(agent.EndSilenceTimeout) {

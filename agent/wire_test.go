@@ -72,22 +72,9 @@ func TestBargeInQuestionWithUtteranceSTTReachesTheModel(t *testing.T) {
 	first := h.agentStarted(0)
 	h.waitFor("reply playing", func() bool { return h.call.Now().Sub(first) >= time.Second })
 	h.call.Say(agenttest.Speech(2300 * time.Millisecond))
-	h.waitFor("the question's answer", func() bool {
-		for _, tt := range h.turns() {
-			if tt.Kind == agent.KindReply && tt.Final && strings.HasPrefix(tt.Text, "It will arrive") {
-				return true
-			}
-		}
-		return false
-	})
+	h.finalReplyStarting("It will arrive")
 	res := h.hangup()
-	var users []string
-	for _, tt := range res.Transcript {
-		if tt.Role == agent.RoleUser {
-			users = append(users, tt.Text)
-		}
-	}
-	if len(users) != 2 || users[1] != question {
+	if users := userTexts(res.Transcript); len(users) != 2 || users[1] != question {
 		t.Errorf("caller turns %q, want the question second; transcript %q", users, textsOf(res.Transcript))
 	}
 	reqs := f.ChatRequests()

@@ -438,7 +438,7 @@ func compileGoto(o *GotoOption) (step, error) {
 	}
 	st := step{timeout: 5 * time.Second, fallsThrough: true, jumps: []string{o.TargetID}}
 	st.exec = func(ctx context.Context, r *run) (string, error) {
-		key := loopKey{flow: r.current, index: r.currentIndex}
+		key := loopKey{flow: r.current.flow, index: r.currentIndex}
 		if r.loops[key] >= o.LoopCount {
 			return "", nil
 		}

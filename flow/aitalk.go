@@ -7,7 +7,6 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -150,18 +149,15 @@ func compileAITalk(o *AITalkOption) (step, error) {
 // current action. When all that follows is a hangup, the agent's own
 // goodbye and hangup end the call the same way, only politely.
 func (r *run) hasNext() bool {
-	f, i := r.current, r.currentIndex
-	if f == nil || r.depth > 1 {
+	p := r.current
+	if p == nil || r.depth > 1 {
 		return true
 	}
-	next := i + 1
-	if i < len(f.Actions) && f.Actions[i].NextID != "" {
-		next = slices.IndexFunc(f.Actions, func(a Action) bool { return a.ID == f.Actions[i].NextID })
+	next := p.successor(r.currentIndex)
+	if next >= len(p.steps) {
+		return p.flow.OnCompleteFlowID != ""
 	}
-	if next < 0 || next >= len(f.Actions) {
-		return f.OnCompleteFlowID != ""
-	}
-	return f.Actions[next].Type != "hangup"
+	return p.steps[next].action.Type != "hangup"
 }
 
 // aiTalk runs one agent session on the call and leaves its results in

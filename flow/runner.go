@@ -44,8 +44,9 @@ type run struct {
 	// recording is what recording_start started, for recording_stop.
 	recording *midRecording
 
-	// The action being executed, for goto's per-action counter.
-	current      *Flow
+	// The action being executed, for goto's per-action counter and
+	// ai_talk's look at what follows it.
+	current      *program
 	currentIndex int
 }
 
@@ -76,7 +77,7 @@ func (r *run) runFlow(ctx context.Context, p *program) error {
 		}
 		r.executed++
 		st := p.steps[i]
-		r.current, r.currentIndex = p.flow, i
+		r.current, r.currentIndex = p, i
 		jump, err := r.exec(ctx, p, i, st)
 		var fs *flowSwitch
 		switch {

@@ -41,22 +41,12 @@ const callColumns = `id, sip_call_id, direction, source, destination, source_add
 // (now) if zero, and normalises c's times to UTC milliseconds.
 func (db *DB) CreateCall(ctx context.Context, c *Call) error {
 	op, err := db.createCallOp(c)
-	if err != nil {
-		return err
-	}
-	return db.write(ctx, op)
+	return db.writeChecked(ctx, op, err)
 }
 
 // QueueCreateCall is CreateCall without the wait: it checks c, sets its
 // id and times, queues the insert and returns. The error is c's own.
-func (db *DB) QueueCreateCall(c *Call) error {
-	op, err := db.createCallOp(c)
-	if err != nil {
-		return err
-	}
-	db.wr.enqueue(op)
-	return nil
-}
+func (db *DB) QueueCreateCall(c *Call) error { return db.queueChecked(db.createCallOp(c)) }
 
 func (db *DB) createCallOp(c *Call) (*writeOp, error) {
 	if c.ID == "" {
@@ -81,22 +71,12 @@ func (db *DB) createCallOp(c *Call) (*writeOp, error) {
 // change, to the call with c.ID. It normalises c's times like CreateCall.
 func (db *DB) UpdateCall(ctx context.Context, c *Call) error {
 	op, err := db.updateCallOp(c)
-	if err != nil {
-		return err
-	}
-	return db.write(ctx, op)
+	return db.writeChecked(ctx, op, err)
 }
 
 // QueueUpdateCall is UpdateCall without the wait. Updates of one call
 // still queued together are written once, with the last one's values.
-func (db *DB) QueueUpdateCall(c *Call) error {
-	op, err := db.updateCallOp(c)
-	if err != nil {
-		return err
-	}
-	db.wr.enqueue(op)
-	return nil
-}
+func (db *DB) QueueUpdateCall(c *Call) error { return db.queueChecked(db.updateCallOp(c)) }
 
 func (db *DB) updateCallOp(c *Call) (*writeOp, error) {
 	if c.ID == "" {

@@ -56,7 +56,9 @@ const (
 // writer at a time anyway, and queueing in database/sql is fair and cheap
 // where SQLite's busy handler polls with sleeps. Reads use their own pool and,
 // thanks to WAL, never wait for the writer. busy_timeout still covers other
-// processes (e.g. a CLI subcommand) using the same file.
+// processes (e.g. a CLI subcommand) using the same file. The writes of a
+// call's life are queued and committed in batches by one goroutine on that
+// connection (writer.go); the others run on it directly, in their turn.
 type DB struct {
 	w   *sql.DB
 	r   *sql.DB // == w for ":memory:"

@@ -175,42 +175,35 @@ func (w *writer) run() {
 	window.Stop()
 	for op := range w.q {
 		batch = append(batch[:0], op)
-		waited := op.done != nil // a waiter's write goes at once
-		armed := false
+		waited := op.done != nil     // a waiter's write goes at once
+		var windowC <-chan time.Time // set once the queue has run dry
 	fill:
 		for len(batch) < maxBatch {
+			var next *writeOp
+			ok := true
 			select {
-			case next, ok := <-w.q:
-				if !ok {
-					break fill
-				}
-				batch = append(batch, next)
-				waited = waited || next.done != nil
-				continue
+			case next, ok = <-w.q:
 			default:
-			}
-			if waited {
-				break
-			}
-			if !armed {
-				window.Reset(batchWindow)
-				armed = true
-			}
-			select {
-			case next, ok := <-w.q:
-				if !ok {
+				if waited {
 					break fill
 				}
-				batch = append(batch, next)
-				waited = waited || next.done != nil
-			case <-window.C:
-				armed = false
+				if windowC == nil {
+					window.Reset(batchWindow)
+					windowC = window.C
+				}
+				select {
+				case next, ok = <-w.q:
+				case <-windowC:
+					break fill
+				}
+			}
+			if !ok {
 				break fill
 			}
+			batch = append(batch, next)
+			waited = waited || next.done != nil
 		}
-		if armed {
-			window.Stop()
-		}
+		window.Stop()
 		w.commit(batch, false)
 		clear(batch) // let the ops go
 	}
@@ -456,6 +449,24 @@ func (db *DB) write(ctx context.Context, op *writeOp) error {
 	case <-ctx.Done():
 		return fmt.Errorf("%s: still queued: %w", op.what, ctx.Err())
 	}
+}
+
+// writeChecked is write for an op whose making may have failed (err: the
+// data's own fault, nothing is queued).
+func (db *DB) writeChecked(ctx context.Context, op *writeOp, err error) error {
+	if err != nil {
+		return err
+	}
+	return db.write(ctx, op)
+}
+
+// queueChecked queues op unless its making failed, and returns that error.
+func (db *DB) queueChecked(op *writeOp, err error) error {
+	if err != nil {
+		return err
+	}
+	db.wr.enqueue(op)
+	return nil
 }
 
 // Sync waits until every write queued before it is committed, so that a

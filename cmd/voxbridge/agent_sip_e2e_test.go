@@ -474,3 +474,39 @@ func TestAgentTurnsBesideTranscriptionOverSIP(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// An ai_talk whose agent cannot run (here: no such agent) still answers the
+// caller with the built-in apology, then the flow goes on at the action's
+// fallback_target_id: the caller hears speech, then the fallback's beep,
+// and the record keeps the failed ai_talk and the actions that followed.
+func TestAITalkFailureGoesToTheFallback(t *testing.T) {
+	inst, _ := testServer(t, mustFlow(t, `{"id":"fb","actions":[
+	  {"type":"answer"},
+	  {"type":"ai_talk","option":{"agent_id":"nobody","fallback_target_id":"human"}},
+	  {"type":"beep","option":{"frequency_hz":500,"duration_ms":300}},
+	  {"id":"human","type":"beep","option":{"frequency_hz":1000,"duration_ms":800}},
+	  {"type":"hangup"}]}`))
+	call := dialTest(t, inst)
+	waitDone(t, call)
+	heard := call.Heard()
+	if got := toneSequence(heard, 500, 1000); fmt.Sprint(got) != "[1000]" {
+		t.Fatalf("the caller heard tones %v, want only the fallback's 1000 Hz", got)
+	}
+	// The apology (speech, not a tone) came before the beep.
+	beep := replyStarts(t, call, 0, 1000)
+	if media.RMS(heard[:beep]) < 100 {
+		t.Fatalf("silence before the fallback (RMS %.0f): no apology", media.RMS(heard[:beep]))
+	}
+	rec := callRecord(t, inst, call.CallID())
+	runs, err := inst.db.ListActionRuns(context.Background(), rec.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range runs {
+		got = append(got, r.Type+"="+r.Result)
+	}
+	if strings.Join(got, " ") != "answer=ok ai_talk=error beep=ok hangup=stop" {
+		t.Errorf("actions run: %v", got)
+	}
+}
